@@ -1,0 +1,1 @@
+"""One module per `mrflow` subcommand; see mrflow_daemon.cli."""

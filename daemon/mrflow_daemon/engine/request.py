@@ -1,0 +1,57 @@
+"""What a caller asks the engine for. Validated here, before any model runs.
+
+A request names a preset and may override any of its fields; `resolve()`
+in `plan.py` turns request + preset + model family into a concrete `Plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mrflow_daemon.engine.presets import DEFAULT_PRESET
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class Mode(str, Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"  # refine an input image with a strength
+    INPAINT = "inpaint"  # fill the white part of a mask; black pixels come back unchanged
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: Path
+    weight: float = 1.0
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    width: int = 1024
+    height: int = 1024
+    negative_prompt: str = ""
+    preset: str = DEFAULT_PRESET
+    # Per-request overrides of the preset (None: use the preset's / family's value).
+    steps: int | None = None
+    refine_steps: int | None = None
+    refine_sigma: float | None = None
+    scale: int | None = None
+    guidance: float | None = None
+    seed: int | None = None  # None: a random seed, reported back in the result
+    # img2img / inpaint
+    image: Image.Image | None = None
+    mask: Image.Image | None = None  # L mode: 255 = regenerate, 0 = keep
+    strength: float = 0.6
+    loras: list[LoraSpec] = field(default_factory=list)
+    return_stages: bool = True  # keep the low-res and upscaled images in the result
+
+    @property
+    def mode(self) -> Mode:
+        if self.image is None:
+            return Mode.TXT2IMG
+        return Mode.INPAINT if self.mask is not None else Mode.IMG2IMG

@@ -1,0 +1,1 @@
+"""Installs the Krita plugin and sets up the daemon."""

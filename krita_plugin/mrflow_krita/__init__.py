@@ -1,0 +1,1 @@
+"""MrFlow for Krita: fill canvases and selections with MrFlow staged generation."""
