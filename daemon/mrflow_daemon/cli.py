@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("mrflow_daemon.commands.presets", "list the sampling presets"),
     "bench": ("mrflow_daemon.commands.bench", "time native against MrFlow, per stage"),
     "make-tiny-model": ("mrflow_daemon.commands.make_tiny_model", "write a tiny random pipeline in diffusers format"),
+    "train-builtin": ("mrflow_daemon.commands.train_builtin", "train the built-in shapes model (VAE, transformer, upscaler)"),
+    "eval": ("mrflow_daemon.commands.eval", "quality benchmark: shape checker pass rates, native against MrFlow presets"),
     "serve": ("mrflow_daemon.commands.serve", "run the local daemon (websockets + msgpack)"),
     "client": ("mrflow_daemon.commands.client", "a headless reference client of the daemon"),
     "models": ("mrflow_daemon.commands.models", "list, download, verify and remove models"),

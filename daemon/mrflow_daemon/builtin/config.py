@@ -1,0 +1,120 @@
+"""Training configurations of the built-in model: architecture sizes and how long each part trains.
+
+`default` is the shipped model's architecture. On 2 CPU cores its step counts finish in under
+three hours (and a time cap makes sure of it); on a GPU, `--time-budget` sets the length instead
+and the batch sizes grow. `tiny` is the same code at toy sizes, for tests (seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+# Pixel sizes (width, height) trained on: the 256-class targets and their 128-class low-res
+# stages, square first. All multiples of 16, the FLUX size multiple.
+HIGH_BUCKETS: tuple[tuple[int, int], ...] = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
+LOW_BUCKETS: tuple[tuple[int, int], ...] = tuple((w // 2, h // 2) for w, h in HIGH_BUCKETS)
+
+
+@dataclass(frozen=True)
+class VaeConfig:
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+    latent_channels: int = 16  # FLUX.1's latent width
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 4e-4
+    kl_weight: float = 1e-6
+    colour_weight: float = 1.0  # loss on 8x8-averaged colours: keeps blue from drifting to purple
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    num_layers: int = 2  # double-stream blocks
+    num_single_layers: int = 6
+    num_attention_heads: int = 4
+    attention_head_dim: int = 56  # hidden width 224: 8.6M parameters
+    axes_dims_rope: tuple[int, int, int] = (8, 24, 24)
+    steps: int = 12000
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup: int = 300
+    ema_decay: float = 0.999
+    low_fraction: float = 0.5  # share of batches at the 128-class low-res sizes
+    refine_fraction: float = 0.25  # share of 256-class samples drawn at small sigma (the refine step)
+    guidance_range: tuple[float, float] = (1.0, 5.0)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 2
+    t5_d_model: int = 128
+    t5_layers: int = 3
+    t5_heads: int = 4
+    t5_d_ff: int = 384
+    t5_max_length: int = 32  # tokens; a caption is at most 24 words
+
+
+@dataclass(frozen=True)
+class UpscalerConfig:
+    num_feat: int = 32
+    num_conv: int = 8
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 5e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "default"
+    seed: int = 0
+    vae: VaeConfig = field(default_factory=VaeConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    upscaler: UpscalerConfig = field(default_factory=UpscalerConfig)
+    # Shares of --time-budget per part (the rest is export and the summary's quick check).
+    time_shares: tuple[float, float, float] = (0.25, 0.08, 0.62)
+    cpu_time_cap: float = 10_200.0  # seconds; the whole default run on 2 CPU cores stays < 3 h
+    checkpoint_every: float = 300.0  # seconds between mid-part checkpoints
+
+
+def tiny_config() -> TrainConfig:
+    return TrainConfig(
+        name="tiny",
+        vae=VaeConfig(block_out_channels=(8, 8, 16, 16), norm_num_groups=4, steps=3, batch_size=2),
+        transformer=TransformerConfig(
+            num_layers=1,
+            num_single_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            axes_dims_rope=(4, 6, 6),
+            steps=3,
+            batch_size=2,
+            warmup=1,
+        ),
+        text=TextConfig(clip_hidden=16, clip_layers=1, t5_d_model=16, t5_layers=1, t5_heads=2, t5_d_ff=32),
+        upscaler=UpscalerConfig(num_feat=8, num_conv=2, steps=3, batch_size=2),
+        checkpoint_every=0.0,
+    )
+
+
+CONFIGS = {"default": TrainConfig, "tiny": tiny_config}
+
+
+def get_config(name: str) -> TrainConfig:
+    try:
+        return CONFIGS[name]()
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; allowed: {', '.join(CONFIGS)}") from None
+
+
+def for_gpu(config: TrainConfig) -> TrainConfig:
+    """Bigger batches for a CUDA device (under --time-budget the clock, not steps, ends a part)."""
+    return replace(
+        config,
+        vae=replace(config.vae, batch_size=config.vae.batch_size * 4),
+        transformer=replace(config.transformer, batch_size=config.transformer.batch_size * 8),
+        upscaler=replace(config.upscaler, batch_size=config.upscaler.batch_size * 4),
+    )

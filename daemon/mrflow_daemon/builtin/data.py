@@ -1,0 +1,52 @@
+"""Training batches: fresh pictures of the world, drawn from a seeded generator per step.
+
+Each step's randomness comes from (seed, part, step) alone, so a resumed run draws exactly the
+batches an uninterrupted run would have, without saving generator state.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS
+from mrflow_daemon.builtin.world import (
+    Scene,
+    render_batch,
+    sample_placements,
+    sample_train_scene,
+)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # [B, 3, H, W] in [0, 1]
+    captions: list[str]
+    scenes: list[Scene]
+
+
+def step_rng(seed: int, part: str, step: int) -> random.Random:
+    return random.Random(f"{seed}/{part}/{step}")
+
+
+def step_generator(seed: int, part: str, step: int, device: torch.device | str) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(step_rng(seed, part, step).randrange(2**63))
+    return generator
+
+
+def pick_size(rng: random.Random, low_fraction: float) -> tuple[int, int]:
+    buckets = LOW_BUCKETS if rng.random() < low_fraction else HIGH_BUCKETS
+    # The square bucket is the working size; give it as much weight as all other aspects together.
+    return buckets[0] if rng.random() < 0.5 else rng.choice(buckets[1:])
+
+
+def training_batch(
+    rng: random.Random, size: tuple[int, int], batch_size: int, device: torch.device | str
+) -> Batch:
+    scenes = [sample_train_scene(rng) for _ in range(batch_size)]
+    placements = [sample_placements(scene, rng) for scene in scenes]
+    images = render_batch(scenes, placements, size[0], size[1], device=device)
+    return Batch(images, [s.caption() for s in scenes], scenes)

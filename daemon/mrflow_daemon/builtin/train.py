@@ -1,0 +1,576 @@
+"""Train the built-in model: VAE, then the x2 upscaler, then the transformer with its text encoders.
+
+    trainer = Trainer(config, out_dir, device="cuda", time_budget=300)
+    summary = trainer.run()          # resumes from out_dir/checkpoints when asked
+
+Writes, under `out_dir`:
+
+- ``checkpoints/{vae,upscaler,transformer}.pt``: each part's state (weights, optimizer, EMA,
+  step, seconds spent), saved every `checkpoint_every` seconds and when the part ends; a part
+  marked done is loaded, not retrained, by a resumed run;
+- ``model/``: the finished FluxPipeline folder (fp16 safetensors) with ``upscaler/`` beside the
+  components and ``builtin.json`` describing how it was trained;
+- ``train_log.jsonl``: one line of losses per logging interval; ``summary.json``: the final
+  numbers (losses, steps, speeds, quick quality metrics).
+
+The same code runs on a CPU (fp32) and on CUDA (bf16 autocast). A time budget, when given, is
+split across the three parts by `config.time_shares`; otherwise each part runs its step count,
+capped on a CPU by `config.cpu_time_cap`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mrflow_daemon.builtin.checker import check_image
+from mrflow_daemon.builtin.config import HIGH_BUCKETS, TrainConfig, for_gpu
+from mrflow_daemon.builtin.data import pick_size, step_generator, step_rng, training_batch
+from mrflow_daemon.builtin.models import count_parameters, make_pipeline, make_upscaler
+from mrflow_daemon.builtin.world import eval_cases, render_batch
+
+log = logging.getLogger(__name__)
+
+PARTS = ("vae", "upscaler", "transformer")
+UPSCALER_FILE = "upscaler/realesr-shapes-x2.safetensors"
+LOG_EVERY = 25  # steps between train_log.jsonl lines
+
+
+@dataclass
+class PartState:
+    step: int = 0
+    seconds: float = 0.0
+    done: bool = False
+    losses: list[float] = field(default_factory=list)  # mean loss per logging interval
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _to_pil(image: torch.Tensor):  # [3, H, W] in [0, 1] -> PIL
+    from PIL import Image
+
+    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a.float().clamp(0, 1), b.float().clamp(0, 1)).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+class Ema:
+    """Exponential moving average of parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.shadow = [p.detach().clone().float() for m in modules for p in m.parameters()]
+
+    def update(self, modules: list[torch.nn.Module], step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            params = [p for m in modules for p in m.parameters()]
+            for shadow, param in zip(self.shadow, params, strict=True):
+                shadow.lerp_(param.detach().float(), 1 - decay)
+
+    def copy_to(self, modules: list[torch.nn.Module]) -> None:
+        with torch.no_grad():
+            params = [p for m in modules for p in m.parameters()]
+            for shadow, param in zip(self.shadow, params, strict=True):
+                param.copy_(shadow.to(param.dtype))
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        *,
+        device: str = "cpu",
+        time_budget: float | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            config = for_gpu(config)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.config = config
+        self.out = Path(out_dir)
+        self.time_budget = time_budget
+        self.resume = resume
+        self.progress = progress
+        self.states = {part: PartState() for part in PARTS}
+        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (self.out / "train_log.jsonl").unlink(missing_ok=True)
+
+        from diffusers.utils import logging as diffusers_logging
+
+        # The CLIP tokenizer warns on every caption longer than its 77 byte tokens; the T5
+        # encoder carries the whole caption, so the truncated CLIP view is expected.
+        diffusers_logging.set_verbosity_error()
+        torch.manual_seed(config.seed)
+        self.pipe = make_pipeline(config)
+        self.upscaler = make_upscaler(config)
+        self._finished_ema: Ema | None = None
+        self.pipe.to(self.device)
+        self.upscaler.to(self.device)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def allowance(self, part: str) -> float:
+        """Seconds this part may use: its share of the time budget, or of the CPU cap."""
+        share = self.config.time_shares[PARTS.index(part)]
+        if self.time_budget is not None:
+            return share * self.time_budget
+        return share / sum(self.config.time_shares) * self.config.cpu_time_cap if not self.cuda else math.inf
+
+    def max_steps(self, part: str) -> int:
+        steps = {"vae": self.config.vae.steps, "upscaler": self.config.upscaler.steps}.get(
+            part, self.config.transformer.steps
+        )
+        if self.time_budget is not None and self.cuda:
+            return 10**9  # the clock decides
+        return steps
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _log_line(self, record: dict[str, Any]) -> None:
+        with open(self.out / "train_log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _checkpoint_path(self, part: str) -> Path:
+        return self.out / "checkpoints" / f"{part}.pt"
+
+    def _save(self, part: str, payload: dict[str, Any]) -> None:
+        payload = {**payload, "state": asdict(self.states[part])}
+        path = self._checkpoint_path(part)
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)  # never leave a half-written checkpoint
+
+    def _load(self, part: str) -> dict[str, Any] | None:
+        path = self._checkpoint_path(part)
+        if not (self.resume and path.exists()):
+            return None
+        payload = torch.load(path, map_location=self.device, weights_only=False)
+        self.states[part] = PartState(**payload["state"])
+        return payload
+
+    def _loop(
+        self,
+        part: str,
+        step_fn: Callable[[int, float], float],
+        save_fn: Callable[[], None],
+    ) -> None:
+        """Run `step_fn(step, progress)` until the part's steps or time run out."""
+        state = self.states[part]
+        max_steps, allowance = self.max_steps(part), self.allowance(part)
+        total = max_steps if max_steps < 10**9 else None
+        bar = tqdm(
+            total=total, initial=state.step, desc=part, disable=not self.progress, dynamic_ncols=True
+        )
+        window: list[float] = []
+        last_save = time.monotonic()
+        while state.step < max_steps and state.seconds < allowance:
+            started = time.monotonic()
+            progress = max(state.step / max_steps, state.seconds / allowance)
+            loss = step_fn(state.step, min(progress, 1.0))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"{part}: loss became {loss} at step {state.step}")
+            state.step += 1
+            state.seconds += time.monotonic() - started
+            window.append(loss)
+            bar.update(1)
+            if len(window) == LOG_EVERY:
+                mean = sum(window) / len(window)
+                state.losses.append(mean)
+                bar.set_postfix(loss=f"{mean:.4f}")
+                self._log_line({"part": part, "step": state.step, "loss": mean, "seconds": round(state.seconds, 1)})
+                window.clear()
+            every = self.config.checkpoint_every
+            if every and time.monotonic() - last_save > every:
+                save_fn()
+                last_save = time.monotonic()
+        if window:
+            state.losses.append(sum(window) / len(window))
+        bar.close()
+        state.done = True
+        save_fn()
+
+    # -- part 1: VAE ---------------------------------------------------------------------------
+
+    def train_vae(self) -> None:
+        vae = self.pipe.vae
+        cfg = self.config.vae
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+        payload = self._load("vae")
+        if payload is not None:
+            vae.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            vae.register_to_config(**payload["latent_stats"])
+        if self.states["vae"].done:
+            return
+
+        def step(index: int, progress: float) -> float:
+            rng = step_rng(self.config.seed, "vae", index)
+            size = pick_size(rng, 0.5)
+            batch = training_batch(rng, size, cfg.batch_size, self.device)
+            x = batch.images * 2 - 1
+            generator = step_generator(self.config.seed, "vae", index, self.device)
+            with self.autocast():
+                posterior = vae.encode(x).latent_dist
+                z = posterior.sample(generator=generator)
+                recon = vae.decode(z).sample.float()
+            # Flat colours dominate this world: besides the pixel losses, penalise the 8x8 mean
+            # colour, so hues cannot drift (the prototype's blue turned purple).
+            loss = (
+                F.l1_loss(recon, x)
+                + F.mse_loss(recon, x)
+                + cfg.colour_weight * F.mse_loss(F.avg_pool2d(recon, 8), F.avg_pool2d(x, 8))
+                + cfg.kl_weight * posterior.kl().float().mean()
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * _schedule(index, progress, 100)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            return float(loss.item())
+
+        def save() -> None:
+            self._save(
+                "vae",
+                {
+                    "model": vae.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "latent_stats": {
+                        "scaling_factor": vae.config.scaling_factor,
+                        "shift_factor": vae.config.shift_factor,
+                    },
+                },
+            )
+
+        vae.train()
+        self._loop("vae", step, save)
+        vae.eval()
+        vae.register_to_config(**self._latent_stats())
+        self.states["vae"].metrics = self._vae_metrics()
+        save()
+
+    @torch.no_grad()
+    def _latent_stats(self) -> dict[str, float]:
+        """FLUX normalises latents as (z - shift) * scale: measure both on fresh pictures."""
+        rng = step_rng(self.config.seed, "latent-stats", 0)
+        latents = []
+        for _ in range(4):
+            batch = training_batch(rng, HIGH_BUCKETS[0], 16, self.device)
+            with self.autocast():
+                latents.append(self.pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float())
+        z = torch.cat(latents)
+        return {"shift_factor": float(z.mean()), "scaling_factor": float(1.0 / z.std())}
+
+    @torch.no_grad()
+    def _vae_metrics(self, count: int = 64) -> dict[str, float]:
+        """PSNR and checker pass rate of held-out ground truth after a VAE round trip at 256 px."""
+        cases = eval_cases(count, seed=7)
+        scenes = [c.scene for c in cases]
+        images = render_batch(scenes, [c.placements() for c in cases], 256, 256, device=self.device)
+        recon = []
+        for chunk in images.split(16):
+            with self.autocast():
+                latent = self.pipe.vae.encode(chunk * 2 - 1).latent_dist.mode()
+                recon.append(((self.pipe.vae.decode(latent).sample.float() + 1) / 2).clamp(0, 1))
+        recon_all = torch.cat(recon)
+        passes = sum(check_image(_to_pil(r), s).passed for r, s in zip(recon_all, scenes, strict=True))
+        return {"psnr_db": psnr(recon_all, images), "gt_pass_after_vae": passes / count}
+
+    # -- part 2: the x2 upscaler ---------------------------------------------------------------
+
+    def train_upscaler(self) -> None:
+        cfg = self.config.upscaler
+        model = self.upscaler
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        payload = self._load("upscaler")
+        if payload is not None:
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+        if self.states["upscaler"].done:
+            return
+        vae = self.pipe.vae
+
+        def step(index: int, progress: float) -> float:
+            rng = step_rng(self.config.seed, "upscaler", index)
+            high = training_batch(rng, pick_size(rng, 0.0), cfg.batch_size, self.device).images
+            low = self._degrade(high, vae, rng)
+            with self.autocast():
+                pred = model(low).float()
+            loss = F.l1_loss(pred, high)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * _schedule(index, progress, 50)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.item())
+
+        def save() -> None:
+            self._save("upscaler", {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+
+        model.train()
+        self._loop("upscaler", step, save)
+        model.eval()
+        self.states["upscaler"].metrics = self._upscaler_metrics()
+        save()
+
+    @torch.no_grad()
+    def _degrade(self, high: torch.Tensor, vae: Any, rng: random.Random) -> torch.Tensor:
+        """The low-res input the upscaler sees in MrFlow: a half-size picture, half the time
+        passed through the VAE as the low-res stage's decode would."""
+        low = F.interpolate(high, scale_factor=0.5, mode="area")
+        if rng.random() < 0.5:
+            with self.autocast():
+                latent = vae.encode(low * 2 - 1).latent_dist.mode()
+                low = ((vae.decode(latent).sample.float() + 1) / 2).clamp(0, 1)
+        return low
+
+    @torch.no_grad()
+    def _upscaler_metrics(self) -> dict[str, float]:
+        cases = eval_cases(32, seed=11)
+        high = render_batch(
+            [c.scene for c in cases], [c.placements() for c in cases], 256, 256, device=self.device
+        )
+        low = F.interpolate(high, scale_factor=0.5, mode="area")
+        with self.autocast():
+            pred = self.upscaler(low).float()
+        bicubic = F.interpolate(low, scale_factor=2, mode="bicubic", align_corners=False)
+        return {"psnr_db": psnr(pred, high), "bicubic_psnr_db": psnr(bicubic, high)}
+
+    # -- part 3: transformer and text encoders -------------------------------------------------
+
+    def _trainables(self) -> list[torch.nn.Module]:
+        return [self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2]
+
+    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T5 sequence, CLIP pooled vector) through the pipeline's own prompt code."""
+        pooled = self.pipe._get_clip_prompt_embeds(captions, device=self.device)
+        sequence = self.pipe._get_t5_prompt_embeds(
+            captions, max_sequence_length=self.config.text.t5_max_length, device=self.device
+        )
+        return sequence, pooled
+
+    def train_transformer(self) -> None:
+        cfg = self.config.transformer
+        pipe = self.pipe
+        modules = self._trainables()
+        params = [p for m in modules for p in m.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
+        ema = Ema(modules, cfg.ema_decay)
+        payload = self._load("transformer")
+        if payload is not None:
+            for module, state in zip(modules, payload["models"], strict=True):
+                module.load_state_dict(state)
+            optimizer.load_state_dict(payload["optimizer"])
+            ema.shadow = [t.to(self.device) for t in payload["ema"]]
+        if self.states["transformer"].done:
+            self._finished_ema = ema
+            return
+        pipe.vae.requires_grad_(False)
+        from diffusers.pipelines.flux.pipeline_flux import FluxPipeline, calculate_shift
+
+        sched = pipe.scheduler.config
+
+        def step(index: int, progress: float) -> float:
+            rng = step_rng(self.config.seed, "transformer", index)
+            size = pick_size(rng, cfg.low_fraction)
+            batch = training_batch(rng, size, cfg.batch_size, self.device)
+            generator = step_generator(self.config.seed, "transformer", index, self.device)
+            count = len(batch.captions)
+            with torch.no_grad(), self.autocast():
+                z = pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
+            z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+            _, channels, lh, lw = z.shape
+            x0 = FluxPipeline._pack_latents(z, count, channels, lh, lw)
+            image_ids = FluxPipeline._prepare_latent_image_ids(count, lh // 2, lw // 2, self.device, x0.dtype)
+            # Timesteps: logit-normal, shifted as the scheduler shifts this size at inference;
+            # at 256-class sizes a share is drawn below 0.3 for MrFlow's one-step refine.
+            mu = calculate_shift(
+                x0.shape[1],
+                sched.base_image_seq_len,
+                sched.max_image_seq_len,
+                sched.base_shift,
+                sched.max_shift,
+            )
+            u = torch.sigmoid(torch.randn(count, generator=generator, device=self.device))
+            sigma = math.exp(mu) / (math.exp(mu) + (1 / u - 1))
+            if size[0] * size[1] >= 256 * 192:
+                low = torch.rand(count, generator=generator, device=self.device) * 0.3
+                pick = torch.rand(count, generator=generator, device=self.device) < cfg.refine_fraction
+                sigma = torch.where(pick, low, sigma)
+            noise = torch.randn(x0.shape, generator=generator, device=self.device)
+            s = sigma.view(count, 1, 1)
+            xt = (1 - s) * x0 + s * noise
+            guidance = torch.empty(count, device=self.device).uniform_(
+                *cfg.guidance_range, generator=generator
+            )
+            with self.autocast():
+                sequence, pooled = self.encode_captions(batch.captions)
+                text_ids = torch.zeros(sequence.shape[1], 3, device=self.device)
+                pred = pipe.transformer(
+                    hidden_states=xt,
+                    timestep=sigma,
+                    guidance=guidance,
+                    pooled_projections=pooled,
+                    encoder_hidden_states=sequence,
+                    txt_ids=text_ids,
+                    img_ids=image_ids,
+                    return_dict=False,
+                )[0].float()
+            loss = F.mse_loss(pred, noise - x0)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * _schedule(index, progress, cfg.warmup)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            ema.update(modules, index)
+            return float(loss.item())
+
+        def save() -> None:
+            self._save(
+                "transformer",
+                {
+                    "models": [m.state_dict() for m in modules],
+                    "optimizer": optimizer.state_dict(),
+                    "ema": ema.shadow,
+                },
+            )
+
+        for module in modules:
+            module.train()
+        self._loop("transformer", step, save)
+        for module in modules:
+            module.eval()
+        self._finished_ema = ema
+
+    # -- export --------------------------------------------------------------------------------
+
+    def export(self) -> Path:
+        """Write the finished model folder: EMA weights, fp16 safetensors, upscaler beside."""
+        from safetensors.torch import save_file
+
+        model_dir = self.out / "model"
+        pipe = copy.deepcopy(self.pipe).to("cpu")
+        ema = self._finished_ema
+        if ema is None:
+            raise RuntimeError("export() needs a trained transformer; run train_transformer() first")
+        ema.copy_to([pipe.transformer, pipe.text_encoder, pipe.text_encoder_2])
+        pipe.to(dtype=torch.float16)
+        pipe.save_pretrained(model_dir, safe_serialization=True)
+        upscaler_path = model_dir / UPSCALER_FILE
+        upscaler_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in self.upscaler.state_dict().items()}
+        save_file(state, str(upscaler_path))
+        info = {
+            "name": "mrflow-builtin-shapes",
+            "description": "MrFlow's built-in model of coloured shapes; see docs/builtin-model.md",
+            "config": self.config.name,
+            "seed": self.config.seed,
+            "upscaler": UPSCALER_FILE,
+            "t5_max_sequence_length": self.config.text.t5_max_length,
+            "working_size": [256, 256],
+            "lowres_size": [128, 128],
+            "example_prompt": "a red circle on the left and a blue square at the top, grey background",
+        }
+        (model_dir / "builtin.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return model_dir
+
+    @torch.no_grad()
+    def _quick_generation_check(self, model_dir: Path, count: int) -> dict[str, float]:
+        """Native sampling of held-out prompts with the exported folder, through diffusers."""
+        from diffusers import FluxPipeline
+
+        dtype = torch.bfloat16 if self.cuda else torch.float32
+        pipe = FluxPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        cases = eval_cases(count, seed=13)
+        passes = 0
+        for chunk_start in range(0, count, 16):
+            chunk = cases[chunk_start : chunk_start + 16]
+            generator = [torch.Generator(self.device).manual_seed(c.seed) for c in chunk]
+            images = pipe(
+                [c.caption for c in chunk],
+                height=256,
+                width=256,
+                num_inference_steps=28,
+                guidance_scale=3.5,
+                max_sequence_length=self.config.text.t5_max_length,
+                generator=generator,
+            ).images
+            passes += sum(check_image(im, c.scene).passed for im, c in zip(images, chunk, strict=True))
+        return {"native_28_steps_all_pass": passes / count, "prompts": float(count)}
+
+    # -- the whole run -------------------------------------------------------------------------
+
+    def run(self, quick_check: int = 32) -> dict[str, Any]:
+        started = time.monotonic()
+        self.train_vae()
+        self.train_upscaler()
+        self.train_transformer()
+        model_dir = self.export()
+        if quick_check:
+            self.states["transformer"].metrics = self._quick_generation_check(model_dir, quick_check)
+        size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+        summary = {
+            "config": asdict(self.config),
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.cuda else "cpu",
+            "time_budget": self.time_budget,
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "parameters": {
+                "vae": count_parameters(self.pipe.vae),
+                "transformer": count_parameters(self.pipe.transformer),
+                "clip": count_parameters(self.pipe.text_encoder),
+                "t5": count_parameters(self.pipe.text_encoder_2),
+                "upscaler": count_parameters(self.upscaler),
+            },
+            "model_dir": str(model_dir),
+            "model_bytes": size,
+            "parts": {
+                part: {
+                    "steps": state.step,
+                    "seconds": round(state.seconds, 1),
+                    "steps_per_second": round(state.step / state.seconds, 3) if state.seconds else None,
+                    "first_loss": state.losses[0] if state.losses else None,
+                    "final_loss": state.losses[-1] if state.losses else None,
+                    "losses": state.losses,
+                    "metrics": state.metrics,
+                }
+                for part, state in self.states.items()
+            },
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return summary
+
+
+def _schedule(step: int, progress: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% over the part's steps or time."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

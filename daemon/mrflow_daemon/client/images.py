@@ -1,0 +1,32 @@
+"""Turning what a caller holds (bytes, a file, a PIL image) into PNG bytes for a request."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from mrflow_protocol import sniff_format
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+ImageInput = Union[bytes, str, Path, "Image.Image"]
+
+
+def to_png(image: ImageInput, *, mode: str | None = None) -> bytes:
+    """PNG bytes for `image`. PNG bytes pass through unchanged; anything else goes through Pillow.
+
+    `mode` converts the pixels first ("L" for masks)."""
+    if isinstance(image, (str, Path)):
+        image = Path(image).read_bytes()
+    if isinstance(image, bytes) and mode is None and sniff_format(image) == "png":
+        return image
+    from PIL import Image  # only needed when converting
+
+    picture = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image
+    if mode is not None and picture.mode != mode:
+        picture = picture.convert(mode)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()

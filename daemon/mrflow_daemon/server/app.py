@@ -1,0 +1,568 @@
+"""The daemon: a websockets server, the job queue and the GPU worker, wired together.
+
+    run_server(config)                    `mrflow serve`: runs until SIGINT/SIGTERM/shutdown
+    async with running_daemon(config):    the same inside a running event loop (tests)
+    with DaemonThread(config) as daemon:  the same on a background thread (demo, benchmarks)
+
+Security at the door: the server binds where the config says (loopback unless
+`allow_remote`); a handshake carrying a browser `Origin` header that the config
+does not allow is refused with **HTTP 403 before the websocket upgrade**
+(`process_request`), so a web page never gets a socket at all; then the first
+message must be `hello` with the token (see `session`).
+
+Threads: everything here runs on the event loop's thread except the `JobSink`
+methods, which the worker calls; they build messages there (image encoding is
+the slow part) and hand them to the loop with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from mrflow_protocol.errors import ErrorCode, ProtocolError
+from mrflow_protocol.messages import (
+    Generate,
+    Message,
+    ModelInfo,
+    Models,
+    Queued,
+    StageImage,
+    Status,
+    Welcome,
+)
+from mrflow_protocol.version import PROTOCOL_VERSION
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from mrflow_daemon import __version__, paths
+from mrflow_daemon.engine import events as engine_events
+from mrflow_daemon.engine.presets import DEFAULT_PRESET
+from mrflow_daemon.engine.result import GenerationResult
+from mrflow_daemon.server.auth import ensure_token, origin_allowed
+from mrflow_daemon.server.config import DaemonConfig
+from mrflow_daemon.server.jobs import Job, JobQueue, JobRefused, JobState, JobStore
+from mrflow_daemon.server.logs import configure_logging
+from mrflow_daemon.server.messages import JobReporter, preset_infos, to_engine_request
+from mrflow_daemon.server.models import (
+    EngineFactory,
+    EngineOptions,
+    ModelHost,
+    load_mrflow_engine,
+    resolve_model,
+)
+from mrflow_daemon.server.session import Session, error_reply
+from mrflow_daemon.server.system import describe_device, memory_info
+from mrflow_daemon.server.worker import GenerationWorker
+
+log = logging.getLogger(__name__)
+
+FEATURES = (
+    "previews",
+    "stage_images",
+    "get_result",
+    "cancel_all",
+    "front_insert",
+    "pause",
+    "status",
+    "load_model",
+)
+SHUTDOWN_FLUSH_S = 2.0
+WORKER_STOP_TIMEOUT_S = 60.0
+
+
+class Daemon:
+    """One daemon: the server, the queue, the result store, the models and the worker."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        engine_factory: EngineFactory | None = None,
+        model_resolver: Callable[[str], Path] | None = None,
+    ) -> None:
+        self.config = config
+        self.token = ensure_token(config.token_path)
+        self.limits = config.limits()
+        self.queue = JobQueue(
+            max_total=config.max_queue_total, max_per_client=config.max_queued_jobs
+        )
+        self.store = JobStore(
+            retention_s=config.result_retention_s, max_finished=config.max_retained_results
+        )
+        options = EngineOptions(
+            device=config.device or None,
+            dtype=config.dtype or None,
+            offload=config.offload,
+            upscaler=config.upscaler or None,
+            max_side=config.max_image_side,
+        )
+        self.models = ModelHost(
+            options,
+            factory=engine_factory or load_mrflow_engine,
+            resolver=model_resolver or resolve_model,
+            max_resident=config.max_resident_models,
+        )
+        self.worker = GenerationWorker(self.queue, self.models, sink=self)
+        self.sessions: dict[str, Session] = {}
+        self.device = config.device or "cpu"
+        self._session_ids = itertools.count(1)
+        self._reporters: dict[str, JobReporter] = {}  # worker thread only
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        # Importing torch takes seconds: do it before listening, off the loop.
+        self.device = await asyncio.to_thread(describe_device, self.config.device)
+        self.worker.start()
+        if self.config.preload:
+            await self.load_model(self.config.model, None)
+        self._server = await serve(
+            self._handle_connection,
+            self.config.host,
+            self.config.port,
+            process_request=self._check_origin,
+            # Up to twice the limit is read and answered with `too_large`; past that the
+            # library closes with 1009 (message too big) without reading it all.
+            max_size=2 * self.config.max_frame_bytes,
+            compression=None,  # images are compressed already; deflate only costs CPU
+        )
+        log.info(
+            "MrFlow daemon %s listening on %s (device %s, model %s, token file %s)",
+            __version__,
+            self.url,
+            self.device,
+            self.config.model,
+            self.config.token_path,
+        )
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the daemon is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{self.port}"
+
+    def request_shutdown(self) -> None:
+        """Start a clean stop (signal handlers, the `shutdown` message); returns at once."""
+        if self._stop_task is None and self._loop is not None:
+            self._stop_task = self._loop.create_task(self.stop())
+
+    async def stop(self) -> None:
+        """Refuse queued jobs, cancel the running one between steps, tell clients, close."""
+        if self._stopping:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._stopping = True
+        log.info("shutting down")
+        for job in self.queue.close():
+            self._finalize(
+                job,
+                JobState.CANCELLED,
+                [
+                    error_reply(
+                        ErrorCode.SHUTTING_DOWN,
+                        "the daemon is shutting down; the job did not run",
+                        job_id=job.job_id,
+                    )
+                ],
+            )
+        stopped = await asyncio.to_thread(
+            self.worker.stop, cancel_running=True, timeout=WORKER_STOP_TIMEOUT_S
+        )
+        if not stopped:
+            log.error("the GPU worker did not stop within %.0f s", WORKER_STOP_TIMEOUT_S)
+        await asyncio.sleep(0)  # let the worker's last callbacks run
+        await asyncio.gather(*(s.flush(SHUTDOWN_FLUSH_S) for s in list(self.sessions.values())))
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if stopped:
+            await asyncio.to_thread(self.models.unload)
+        assert self._stopped is not None
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _check_origin(self, connection: ServerConnection, request: Request) -> Response | None:
+        origin = request.headers.get("Origin")
+        if origin_allowed(origin, self.config.allowed_origins):
+            return None
+        log.warning("refused a browser handshake from origin %r (not in allowed_origins)", origin)
+        return connection.respond(
+            403,
+            f"origin_refused: browser origin {origin!r} is not allowed; add it to "
+            f"allowed_origins in {paths.config_file()} to allow it\n",
+        )
+
+    async def _handle_connection(self, connection: ServerConnection) -> None:
+        if self._stopping:
+            await connection.close(1001, "shutting down")
+            return
+        await Session(self, connection, f"c{next(self._session_ids)}").run()
+
+    def session_opened(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.broadcast_status()
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        # Its jobs keep running; their results wait in the store for a reconnect.
+        self.broadcast_status()
+
+    # -- requests from sessions ----------------------------------------------------------
+
+    def welcome(self) -> Welcome:
+        return Welcome(
+            daemon_version=__version__,
+            protocol=PROTOCOL_VERSION,
+            device=self.device[:256],
+            memory=memory_info(self.device),
+            models=self.model_infos(),
+            default_model=self.config.model,
+            presets=preset_infos(),
+            default_preset=DEFAULT_PRESET,
+            limits=self.limits,
+            features=FEATURES,
+        )
+
+    def model_infos(self) -> tuple[ModelInfo, ...]:
+        loaded = set(self.models.loaded_names())
+        infos: dict[str, ModelInfo] = {}
+        try:
+            from mrflow_daemon.models import installed_models
+
+            for model in installed_models():
+                if model.kind != "upscaler":
+                    infos[model.name] = ModelInfo(
+                        name=model.name, family=model.family, loaded=model.name in loaded
+                    )
+        except Exception:  # a broken models folder must not break the handshake
+            log.exception("could not list the installed models")
+        for name in [self.config.model, *loaded]:
+            if name not in infos:
+                infos[name] = ModelInfo(name=name[:256], loaded=name in loaded)
+        return tuple(infos.values())
+
+    def models_message(self, request_id: str | None) -> Models:
+        return Models(
+            models=self.model_infos(), default_model=self.config.model, request_id=request_id
+        )
+
+    async def submit(self, session: Session, message: Generate) -> None:
+        # Decoding input PNGs can take a moment for large canvases: off the loop.
+        lora_dir = paths.models_dir() / "loras"
+        request = await asyncio.to_thread(to_engine_request, message, lora_dir)
+        loaded = self.models.loaded_names()
+        model = message.model or (loaded[0] if loaded else self.config.model)
+        job = Job(
+            job_id=message.job_id,
+            owner=session.id,
+            request=request,
+            model=model,
+            previews=message.previews,
+        )
+        self.store.add(job)
+        try:
+            self.queue.submit(job, front=message.front)
+        except JobRefused:
+            self.store.forget(job.job_id)
+            raise
+        position = self.queue.position(job.job_id)
+        session.send(Queued(job_id=job.job_id, position=max((position or 1) - 1, 0)))
+        if message.front:
+            self._announce_positions(skip=job.job_id)
+        log.info(
+            "job %s queued by %s (%dx%d, %s)",
+            job.job_id,
+            session.id,
+            request.width,
+            request.height,
+            request.preset,
+        )
+        self.broadcast_status()
+
+    def cancel(self, session: Session, job_id: str | None, *, everything: bool) -> None:
+        if everything:
+            mine = [
+                j
+                for j in self.store.all()
+                if not j.state.finished and session.id in (j.owner, j.listener_session)
+            ]
+        else:
+            assert job_id is not None
+            job = self.store.get(job_id)
+            if job is None:
+                raise ProtocolError(
+                    ErrorCode.NOT_FOUND, f"no job with id {job_id!r}", "job_id", job_id=job_id
+                )
+            mine = [job]
+        for job in mine:
+            if self.queue.remove(job.job_id) is not None:
+                # Queued: cancelled at once, it never reaches the worker.
+                self._finalize(job, JobState.CANCELLED, [self._cancelled_error(job)])
+            elif not job.state.finished:
+                job.cancel_token.cancel()  # running: the engine stops at its next step
+        self._announce_positions()
+        self.broadcast_status()
+
+    def reattach(self, session: Session, job_id: str) -> None:
+        """`get_result`: send a finished job's outcome, or stream a live job's events here."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"no job with id {job_id!r}: unknown, or its result was kept for "
+                f"{self.config.result_retention_s:g} s and is gone",
+                "job_id",
+                job_id=job_id,
+            )
+        if job.state.finished:
+            for message in job.final_messages:
+                session.send(message)
+            return
+        job.listener_session = session.id
+        position = self.queue.position(job.job_id)
+        if position is not None:
+            session.send(Queued(job_id=job.job_id, position=position - 1))
+
+    async def load_model(self, name: str, request_id: str | None) -> None:
+        def load() -> None:
+            self.models.get(name)
+
+        try:
+            await asyncio.wrap_future(self.worker.call(load))
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            code = getattr(exc, "code", ErrorCode.INTERNAL)
+            raise ProtocolError(
+                code if code in ErrorCode.all() else ErrorCode.INTERNAL,
+                f"could not load {name!r}: {getattr(exc, 'message', exc)}",
+                "model",
+                request_id=request_id,
+            ) from None
+        self.broadcast_status()
+
+    async def unload_model(self, name: str | None) -> None:
+        await asyncio.wrap_future(self.worker.call(lambda: self.models.unload(name)))
+        self.broadcast_status()
+
+    def set_paused(self, paused: bool) -> None:
+        self.queue.set_paused(paused)
+        log.info("queue %s", "paused" if paused else "resumed")
+        self.broadcast_status()
+
+    def status(self, request_id: str | None = None) -> Status:
+        running, queued = self.queue.snapshot()
+        if running is not None and running.state.finished:
+            running = None  # its end is recorded; the worker is about to take the next job
+        reporter = self._reporters.get(running.job_id) if running else None
+        state = "paused" if self.queue.paused else ("busy" if running else "idle")
+        loaded = self.models.loaded_names()
+        return Status(
+            state=state,
+            job_id=running.job_id if running else None,
+            stage=reporter.stage if reporter else None,
+            percent=reporter.last_percent if reporter else None,
+            queue_length=len(queued),
+            loaded_model=loaded[0][:256] if loaded else None,
+            memory=memory_info(self.device),
+            clients=len(self.sessions),
+            request_id=request_id,
+        )
+
+    def broadcast_status(self) -> None:
+        subscribers = [s for s in self.sessions.values() if s.subscribed]
+        if subscribers:
+            status = self.status()
+            for session in subscribers:
+                session.send(status)
+
+    def _announce_positions(self, skip: str | None = None) -> None:
+        """Tell every queued job's client its new place (after a start, cancel or front-insert)."""
+        _, queued = self.queue.snapshot()
+        for index, job in enumerate(queued):
+            if job.job_id != skip:
+                self._send_to_listener(job, Queued(job_id=job.job_id, position=index))
+
+    def _send_to_listener(self, job: Job, message: Message) -> None:
+        session = self.sessions.get(job.listener_session or "")
+        if session is not None:
+            session.send(message)
+
+    def _finalize(self, job: Job, state: JobState, messages: list[Message]) -> None:
+        """Record a job's end and its closing messages together (loop thread), and send them."""
+        job.final_messages = messages
+        job.state = state
+        job.finished_at = time.monotonic()
+        for message in messages:
+            if not isinstance(message, StageImage):  # those went out live already
+                self._send_to_listener(job, message)
+        self.store.prune()
+        self.broadcast_status()
+
+    @staticmethod
+    def _cancelled_error(job: Job) -> Message:
+        return error_reply(
+            ErrorCode.CANCELLED, f"job {job.job_id} was cancelled", job_id=job.job_id
+        )
+
+    # -- JobSink: called on the worker thread -------------------------------------------
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def job_started(self, job: Job) -> None:
+        self._reporters[job.job_id] = JobReporter(
+            job,
+            previews=job.previews,
+            preview_format=self.config.preview_format,
+            preview_quality=self.config.preview_quality,
+        )
+        self._post(self._on_job_started)
+
+    def _on_job_started(self) -> None:
+        self._announce_positions()
+        self.broadcast_status()
+
+    def job_event(self, job: Job, event: engine_events.Event) -> None:
+        reporter = self._reporters[job.job_id]
+        stage_before = reporter.stage
+        for message in reporter.on_event(event):
+            self._post(self._send_to_listener, job, message)
+        if reporter.stage != stage_before:
+            self._post(self.broadcast_status)
+
+    def job_finished(self, job: Job, result: GenerationResult) -> None:
+        reporter = self._reporters.pop(job.job_id)
+        messages: list[Message] = [*reporter.stage_images, reporter.result(result)]
+        self._post(self._finalize, job, JobState.DONE, messages)
+
+    def job_failed(self, job: Job, code: str, message: str, field: str | None) -> None:
+        self._reporters.pop(job.job_id, None)
+        error = error_reply(code, message, field, job_id=job.job_id)
+        self._post(self._finalize, job, JobState.FAILED, [error])
+
+    def job_cancelled(self, job: Job) -> None:
+        self._reporters.pop(job.job_id, None)
+        self._post(self._finalize, job, JobState.CANCELLED, [self._cancelled_error(job)])
+
+
+# -- ways to run it ---------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: DaemonConfig, **kwargs: Any) -> AsyncIterator[Daemon]:
+    """A started daemon inside the current event loop; stopped on exit."""
+    daemon = Daemon(config, **kwargs)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+class DaemonThread:
+    """A daemon on a background thread with its own event loop (for synchronous callers).
+
+    with DaemonThread(config) as daemon:
+        ...  # connect to daemon.url with daemon.token
+    """
+
+    def __init__(self, config: DaemonConfig, **kwargs: Any) -> None:
+        self.config = config
+        self.kwargs = kwargs
+        self.daemon: Daemon | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mrflow-daemon", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            try:
+                self.daemon = Daemon(self.config, **self.kwargs)
+                await self.daemon.start()
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                return
+            self._ready.set()
+            await self.daemon.wait_stopped()
+
+        asyncio.run(main())
+
+    def __enter__(self) -> Daemon:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        assert self.daemon is not None
+        return self.daemon
+
+    def stop(self, timeout: float = 120.0) -> None:
+        daemon = self.daemon
+        if daemon is not None and daemon._loop is not None and self._thread.is_alive():
+            daemon._loop.call_soon_threadsafe(daemon.request_shutdown)
+        self._thread.join(timeout)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def run_server(config: DaemonConfig) -> int:
+    """`mrflow serve`: log to the rotating file and the console, serve until told to stop."""
+    configure_logging(config.log_level, config.log_path)
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:  # a second Ctrl+C while stopping
+        return 130
+
+
+async def _serve(config: DaemonConfig) -> int:
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s:%s (%s): is another daemon running? choose --port",
+            config.host,
+            config.port,
+            exc.strerror or exc,
+        )
+        daemon.worker.stop(cancel_running=True, timeout=5)
+        return 1
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises instead
+            loop.add_signal_handler(signum, daemon.request_shutdown)
+    await daemon.wait_stopped()
+    return 0

@@ -1,0 +1,1 @@
+"""The installer's `mrflow` subcommands (see mrflow_daemon.cli)."""

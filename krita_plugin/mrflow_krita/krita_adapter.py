@@ -1,0 +1,208 @@
+"""The only module that touches Krita's `krita` module.
+
+Everything Krita-specific is here: which document is active, reading the merged canvas and
+the selection, and the preview layer's life (create locked, paint, turn into a normal
+layer, remove). Facts this relies on, checked in Krita 5.1.5:
+
+- `Document.pixelData` reads the merged image; `Node.pixelData` is BGRA for RGBA/U8.
+- Adding a node with `addChildNode` is one undo step; writing pixels into a node that is
+  not in the image yet is part of that step. So a result is applied by painting a layer
+  and adding it in one go, and Ctrl+Z removes it.
+- Adding a node makes it the active layer: the user's active layer is restored at once,
+  so the user keeps painting where they were.
+- `Selection.feather` is Krita's own Gaussian feather; it grows the selection's bounds.
+- `rootNode().uniqueId()` stays the same for the life of a document: it is the document key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from krita import (  # type: ignore[import-not-found]
+    DockWidget,
+    DockWidgetFactory,
+    DockWidgetFactoryBase,
+    Extension,
+    Krita,
+    Selection,
+)
+
+from mrflow_krita.geometry import Rect
+
+SUPPORTED_MODEL = "RGBA"
+SUPPORTED_DEPTH = "U8"
+
+
+class UnsupportedDocument(Exception):
+    """The document's colour model or depth is one the plugin cannot paint into yet."""
+
+
+def _bytes(data: Any) -> bytes:
+    return bytes(data)  # QByteArray (or bytes in the test double) -> bytes
+
+
+@dataclass
+class DocumentAdapter:
+    document: Any
+
+    @property
+    def key(self) -> str:
+        return str(self.document.rootNode().uniqueId().toString())
+
+    @property
+    def name(self) -> str:
+        return str(self.document.name() or self.document.fileName() or "Untitled")
+
+    def check_supported(self) -> None:
+        model, depth = self.document.colorModel(), self.document.colorDepth()
+        if (model, depth) != (SUPPORTED_MODEL, SUPPORTED_DEPTH):
+            raise UnsupportedDocument(
+                f"This document is {model} {depth}; MrFlow paints into RGBA 8-bit documents only. "
+                "Convert it with Image > Convert Image Color Space (RGB/Alpha, 8-bit integer/channel), "
+                "or work on an RGBA 8-bit copy."
+            )
+
+    def bounds(self) -> Rect:
+        return Rect(0, 0, int(self.document.width()), int(self.document.height()))
+
+    def selection_bounds(self) -> Rect | None:
+        selection = self.document.selection()
+        if selection is None:
+            return None
+        rect = Rect(selection.x(), selection.y(), selection.width(), selection.height())
+        rect = rect.intersect(self.bounds())
+        return None if rect.is_empty else rect
+
+    def read_canvas(self, rect: Rect) -> bytes:
+        """The merged image (all visible layers) in `rect`, as BGRA."""
+        self.document.waitForDone()
+        return _bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height))
+
+    def read_selection(self, rect: Rect, feather: int = 0) -> bytes | None:
+        """The selection over `rect`, one byte per pixel, optionally feathered; None without one."""
+        selection = self.document.selection()
+        if selection is None:
+            return None
+        if feather > 0:
+            selection = selection.duplicate()  # never change the user's own selection
+            selection.feather(feather)
+        return _bytes(selection.pixelData(rect.x, rect.y, rect.width, rect.height))
+
+    def select_rect(self, rect: Rect) -> None:
+        """Replace the selection with a rectangle (used by scripts and tests)."""
+        selection = Selection()
+        selection.select(rect.x, rect.y, rect.width, rect.height, 255)
+        self.document.setSelection(selection)
+
+    # --- layers -------------------------------------------------------------------------
+
+    def find_node(self, node_id: str) -> Any | None:
+        stack = list(self.document.topLevelNodes())
+        while stack:
+            node = stack.pop()
+            if str(node.uniqueId().toString()) == node_id:
+                return node
+            stack.extend(node.childNodes())
+        return None
+
+    def _add_on_top(self, node: Any) -> None:
+        """Add above every layer without taking the user's active layer away from them."""
+        active = self.document.activeNode()
+        self.document.rootNode().addChildNode(node, None)
+        if active is not None:
+            self.document.setActiveNode(active)
+
+    def create_preview_layer(self, name: str, rect: Rect, pixels: bytes) -> str:
+        """A locked layer on top holding `pixels` in `rect`; returns its node id."""
+        node = self.document.createNode(name, "paintlayer")
+        node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
+        self._add_on_top(node)
+        node.setLocked(True)
+        self.refresh()
+        return str(node.uniqueId().toString())
+
+    def paint_preview(self, node_id: str, rect: Rect, pixels: bytes) -> bool:
+        """Replace the preview's pixels; False when the user deleted the preview layer."""
+        node = self.find_node(node_id)
+        if node is None:
+            return False
+        # Clear what an earlier, differently shaped image left behind, then paint.
+        node.setPixelData(bytes(rect.width * rect.height * 4), rect.x, rect.y, rect.width, rect.height)
+        node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
+        self.refresh()
+        return True
+
+    def add_result_layer(self, name: str, rect: Rect, pixels: bytes) -> str:
+        """A normal paint layer on top with `pixels` in `rect`, added as one undoable step."""
+        node = self.document.createNode(name, "paintlayer")
+        node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
+        self._add_on_top(node)
+        self.refresh()
+        return str(node.uniqueId().toString())
+
+    def remove_node(self, node_id: str) -> None:
+        node = self.find_node(node_id)
+        if node is not None:
+            node.remove()
+            self.refresh()
+
+    def refresh(self) -> None:
+        self.document.refreshProjection()
+
+
+def active_document() -> DocumentAdapter | None:
+    document = Krita.instance().activeDocument()
+    return DocumentAdapter(document) if document is not None else None
+
+
+def open_document_keys() -> set[str]:
+    return {DocumentAdapter(document).key for document in Krita.instance().documents()}
+
+
+def document_by_key(key: str) -> DocumentAdapter | None:
+    for document in Krita.instance().documents():
+        adapter = DocumentAdapter(document)
+        if adapter.key == key:
+            return adapter
+    return None
+
+
+def krita_version() -> str:
+    return str(Krita.instance().version())
+
+
+def read_setting(key: str, default: str) -> str:
+    return str(Krita.instance().readSetting("mrflow", key, default))
+
+
+def write_setting(key: str, value: str) -> None:
+    Krita.instance().writeSetting("mrflow", key, value)
+
+
+class KritaSettingsStore:
+    """Settings kept in the user's kritarc under [mrflow]."""
+
+    def read(self, key: str, default: str) -> str:
+        return read_setting(key, default)
+
+    def write(self, key: str, value: str) -> None:
+        write_setting(key, value)
+
+
+# --- registration with Krita (used by plugin.py) ---------------------------------------------
+
+__all__ = ["DockWidget", "DockWidgetFactory", "DockWidgetFactoryBase", "Extension"]
+
+
+def register_extension(extension_class: type) -> None:
+    Krita.instance().addExtension(extension_class(Krita.instance()))
+
+
+def register_docker(docker_id: str, docker_class: type) -> None:
+    factory = DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockRight, docker_class)
+    Krita.instance().addDockWidgetFactory(factory)
+
+
+def on_window_created(callback: object) -> None:
+    Krita.instance().notifier().windowCreated.connect(callback)

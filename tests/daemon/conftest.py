@@ -1,0 +1,145 @@
+"""A real daemon on a free loopback port, a real tiny model, real websocket clients.
+
+`start_daemon(**settings)` starts a daemon on a background thread (stopped at the
+end of the test); `connect(daemon)` opens a websocket, says hello and returns a
+`WireClient` that speaks the protocol with the protocol package's codec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from mrflow_daemon.server.app import Daemon, DaemonThread
+from mrflow_daemon.server.config import load_config
+from mrflow_protocol.codec import decode, encode
+from mrflow_protocol.messages import Error, Generate, Hello, Message, Ping, Pong, Result, Welcome
+
+JOB_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="session")
+def daemon_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The engine's tiny FLUX pipeline (the shared `tiny_flux_dir` fixture when it exists)."""
+    try:
+        return Path(request.getfixturevalue("tiny_flux_dir"))
+    except pytest.FixtureLookupError:
+        from mrflow_daemon.engine.tiny_model import make_tiny_model
+
+        return make_tiny_model(tmp_path_factory.mktemp("daemon_model") / "tiny-flux")
+
+
+class WireClient:
+    """A websocket client that speaks msgpack frames; keeps messages it was not waiting for."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self.backlog: list[Message] = []
+        self.welcome: Welcome | None = None
+        self._request_ids = 0
+
+    def send(self, message: Message) -> None:
+        self.connection.send(encode(message))
+
+    def send_raw(self, frame: bytes | str) -> None:
+        self.connection.send(frame)
+
+    def recv(self, timeout: float = JOB_TIMEOUT_S) -> Message:
+        if self.backlog:
+            return self.backlog.pop(0)
+        message = decode(self.connection.recv(timeout))
+        assert isinstance(message, Message), message
+        return message
+
+    def wait_for(self, predicate: Callable[[Message], bool], timeout: float = JOB_TIMEOUT_S) -> Message:
+        """The first message matching `predicate`; others stay in the backlog, in order."""
+        for index, message in enumerate(self.backlog):
+            if predicate(message):
+                return self.backlog.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            message = decode(self.connection.recv(max(deadline - time.monotonic(), 0.01)))
+            assert isinstance(message, Message), message
+            if predicate(message):
+                return message
+            self.backlog.append(message)
+
+    def job_events(self, job_id: str, timeout: float = JOB_TIMEOUT_S) -> list[Message]:
+        """Every message about `job_id` until its result or its error (which ends the list)."""
+        events: list[Message] = []
+        while True:
+            message = self.wait_for(lambda m: getattr(m, "job_id", None) == job_id, timeout)
+            events.append(message)
+            if isinstance(message, (Result, Error)):
+                return events
+
+    def reply_to(self, frame: bytes | str, timeout: float = 30.0) -> list[Message]:
+        """Send one frame, then a ping; everything that came back before the pong."""
+        self._request_ids += 1
+        marker = f"probe-{self._request_ids}"
+        self.send_raw(frame)
+        self.send(Ping(request_id=marker))
+        replies: list[Message] = []
+        while True:
+            message = self.wait_for(lambda m: not hasattr(m, "job_id") or m.job_id is None, timeout)
+            if isinstance(message, Pong) and message.request_id == marker:
+                return replies
+            replies.append(message)
+
+    def generate(self, job_id: str, **fields: Any) -> None:
+        fields = {"prompt": "a red fox in the snow", "width": 64, "height": 64, "steps": 3, **fields}
+        self.send(Generate(job_id=job_id, **fields))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def start_daemon(daemon_model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    threads: list[DaemonThread] = []
+
+    def start(**settings: Any) -> Daemon:
+        engine_factory = settings.pop("engine_factory", None)
+        overrides = {
+            "port": 0,
+            "model": str(daemon_model_dir),
+            "token_file": str(tmp_path / "token"),
+            "log_level": "warning",
+            **settings,
+        }
+        config = load_config(tmp_path / "no-config.toml", environ={}, overrides=overrides)
+        kwargs = {"engine_factory": engine_factory} if engine_factory else {}
+        thread = DaemonThread(config, **kwargs)
+        threads.append(thread)
+        return thread.__enter__()
+
+    yield start
+    for thread in threads:
+        thread.stop()
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., WireClient]]:
+    connections = contextlib.ExitStack()
+
+    def open_client(
+        daemon: Daemon, *, token: str | None = None, hello: bool = True, **kwargs: Any
+    ) -> WireClient:
+        client = WireClient(connections.enter_context(ws_connect(daemon.url, max_size=None, **kwargs)))
+        if hello:
+            client.send(Hello(client="pytest", token=daemon.token if token is None else token))
+            if token is None:
+                welcome = client.recv(10)
+                assert isinstance(welcome, Welcome), welcome
+                client.welcome = welcome
+        return client
+
+    with connections:
+        yield open_client

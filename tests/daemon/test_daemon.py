@@ -1,0 +1,218 @@
+"""The daemon end to end: a real server on loopback, the tiny FLUX model, real websocket clients."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from mrflow_daemon.server.app import Daemon
+from mrflow_protocol.messages import (
+    Cancel,
+    Error,
+    GetResult,
+    GetStatus,
+    Ok,
+    Pause,
+    Preview,
+    Progress,
+    Queued,
+    Result,
+    Resume,
+    StageImage,
+    Status,
+    SubscribeStatus,
+    UnloadModel,
+)
+
+StartDaemon = Callable[..., Daemon]
+Connect = Callable[..., Any]
+
+
+def test_a_job_streams_one_preview_per_step_then_stage_images_then_the_result(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    assert client.welcome.limits.max_image_side == daemon.config.max_image_side
+    assert "paper" in {p.name for p in client.welcome.presets}
+
+    client.generate("job-1", width=64, height=64, steps=3, seed=7)
+    events = client.job_events("job-1")
+
+    kinds = [type(e).__name__ for e in events]
+    assert isinstance(events[0], Queued) and events[0].position == 0
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert [p.step for p in previews] == [1, 2, 3] and {p.total for p in previews} == {3}
+    for preview in previews:
+        assert Image.open(io.BytesIO(preview.image)).size == (preview.width, preview.height)
+    stage_images = [e for e in events if isinstance(e, StageImage)]
+    assert [s.kind for s in stage_images] == ["lowres", "upscaled"]
+    assert (stage_images[0].width, stage_images[1].width) == (32, 64)
+    last_preview = max(i for i, k in enumerate(kinds) if k == "Preview")
+    assert last_preview < kinds.index("StageImage")
+    result = events[-1]
+    assert isinstance(result, Result), events[-1]
+    assert result.seed == 7 and result.preset == "paper"
+    assert Image.open(io.BytesIO(result.image)).size == (64, 64)
+    assert {"structure", "upscale", "refine", "total", "queued"} <= set(result.timings)
+    percents = [e.percent for e in events if isinstance(e, Progress) and e.percent is not None]
+    assert percents == sorted(percents) and percents[-1] >= 95
+
+
+def test_two_clients_at_once_each_get_only_their_own_events(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon()
+    alice, bob = connect(daemon), connect(daemon)
+    alice.generate("alice-1", steps=2)
+    bob.generate("bob-1", steps=2)
+    alice.generate("alice-2", steps=2)
+    alice_events = alice.job_events("alice-1") + alice.job_events("alice-2")
+    bob_events = bob.job_events("bob-1")
+    assert isinstance(alice_events[-1], Result) and isinstance(bob_events[-1], Result)
+    # Nothing about another client's job ever reached either of them.
+    assert {e.job_id for e in alice_events + alice.backlog if hasattr(e, "job_id")} <= {
+        "alice-1",
+        "alice-2",
+    }
+    assert {e.job_id for e in bob_events + bob.backlog if hasattr(e, "job_id")} == {"bob-1"}
+
+
+def test_cancel_a_queued_job_at_once_and_a_running_job_between_steps(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    client.generate("warm-up", steps=1)
+    assert isinstance(client.job_events("warm-up")[-1], Result)  # model loaded
+
+    client.generate("long", width=128, height=128, steps=80)
+    client.wait_for(lambda m: isinstance(m, Preview) and m.job_id == "long")
+    client.generate("waiting", steps=2)
+    client.wait_for(lambda m: isinstance(m, Queued) and m.job_id == "waiting")
+
+    client.send(Cancel(job_id="waiting", request_id="c1"))
+    cancelled = client.wait_for(lambda m: isinstance(m, Error) and m.job_id == "waiting")
+    assert cancelled.code == "cancelled"
+    client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "c1")
+
+    client.send(Cancel(job_id="long"))
+    events = client.job_events("long")
+    assert isinstance(events[-1], Error) and events[-1].code == "cancelled"
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert len(previews) < 79  # stopped between steps, long before the end
+    assert not any(isinstance(e, StageImage) for e in events)
+    # The waiting job never ran: no progress of it ever arrived.
+    assert not any(isinstance(m, Progress) and m.job_id == "waiting" for m in client.backlog)
+
+    client.generate("after", steps=2)
+    assert isinstance(client.job_events("after")[-1], Result)
+
+
+def test_cancel_all_and_front_insert(start_daemon: StartDaemon, connect: Connect) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    client.send(Pause(request_id="p"))
+    client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "p")
+    for job_id in ("a", "b"):
+        client.generate(job_id, steps=1)
+    client.generate("urgent", steps=1, front=True)
+    queued = client.wait_for(lambda m: isinstance(m, Queued) and m.job_id == "urgent")
+    assert queued.position == 0
+    client.send(Resume())
+    results = [client.wait_for(lambda m: isinstance(m, (Result, Error))) for _ in range(3)]
+    assert [r.job_id for r in results] == ["urgent", "a", "b"]
+
+    client.send(Pause())
+    for job_id in ("x", "y"):
+        client.generate(job_id, steps=1)
+    client.send(Cancel(all=True, request_id="all"))
+    errors = [client.wait_for(lambda m: isinstance(m, Error) and m.job_id in ("x", "y")) for _ in range(2)]
+    assert {e.code for e in errors} == {"cancelled"}
+
+
+def test_disconnect_during_a_job_then_reconnect_and_fetch_the_result(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon()
+    first = connect(daemon)
+    first.generate("survivor", width=64, height=64, steps=30)
+    first.wait_for(lambda m: isinstance(m, Preview) and m.job_id == "survivor")
+    first.close()
+
+    second = connect(daemon)
+    second.send(GetResult(job_id="survivor"))
+    events = second.job_events("survivor")
+    assert isinstance(events[-1], Result), events[-1]
+
+    # Once finished, the result (and the stage images) can be fetched again by id.
+    third = connect(daemon)
+    third.send(GetResult(job_id="survivor"))
+    fetched = third.job_events("survivor")
+    assert [type(m).__name__ for m in fetched] == ["StageImage", "StageImage", "Result"]
+    assert fetched[-1].image == events[-1].image
+
+    third.send(GetResult(job_id="never-was"))
+    missing = third.wait_for(lambda m: isinstance(m, Error))
+    assert (missing.code, missing.field, missing.job_id) == ("not_found", "job_id", "never-was")
+
+
+def test_unload_then_generate_again(start_daemon: StartDaemon, connect: Connect) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    client.generate("before", steps=1)
+    assert isinstance(client.job_events("before")[-1], Result)
+    client.send(GetStatus(request_id="s1"))
+    status = client.wait_for(lambda m: isinstance(m, Status))
+    assert status.loaded_model == daemon.config.model and status.state == "idle"
+
+    client.send(UnloadModel(request_id="u"))
+    client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "u")
+    client.send(GetStatus())
+    assert client.wait_for(lambda m: isinstance(m, Status)).loaded_model is None
+
+    client.generate("after", steps=1)
+    events = client.job_events("after")
+    assert any(isinstance(e, Progress) and e.stage == "load" for e in events)
+    assert isinstance(events[-1], Result)
+
+
+def test_status_subscribers_see_jobs_start_and_end(start_daemon: StartDaemon, connect: Connect) -> None:
+    daemon = start_daemon()
+    tray, worker_client = connect(daemon), connect(daemon)
+    tray.send(SubscribeStatus(request_id="sub"))
+    first = tray.wait_for(lambda m: isinstance(m, Status) and m.request_id == "sub")
+    assert first.state == "idle" and first.clients == 2
+    worker_client.generate("watched", steps=1)
+    assert isinstance(worker_client.job_events("watched")[-1], Result)
+    busy = tray.wait_for(lambda m: isinstance(m, Status) and m.state == "busy")
+    assert busy.job_id == "watched"
+    tray.wait_for(lambda m: isinstance(m, Status) and m.state == "idle" and m.job_id is None)
+    # The tray never receives the job's own events.
+    assert not any(getattr(m, "job_id", None) == "watched" and not isinstance(m, Status) for m in tray.backlog)
+
+
+def test_admin_shutdown_tells_queued_jobs_and_stops(
+    start_daemon: StartDaemon, connect: Connect, tmp_path: Path
+) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    client.send(Pause())
+    client.generate("never-runs", steps=1)
+    client.wait_for(lambda m: isinstance(m, Queued))
+    from mrflow_protocol.messages import Shutdown
+
+    client.send(Shutdown(request_id="bye"))
+    client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "bye")
+    error = client.wait_for(lambda m: isinstance(m, Error) and m.job_id == "never-runs")
+    assert error.code == "shutting_down"
+    deadline = time.monotonic() + 30
+    while daemon._stopped is not None and not daemon._stopped.is_set():
+        assert time.monotonic() < deadline, "the daemon did not stop"
+        time.sleep(0.05)

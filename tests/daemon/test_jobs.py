@@ -1,0 +1,109 @@
+"""The job queue and the result store, without a server: FIFO, front-insert, limits, retention."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from mrflow_daemon.engine.request import GenerationRequest
+from mrflow_daemon.server.jobs import Job, JobQueue, JobRefused, JobState, JobStore
+
+
+def job(job_id: str, owner: str = "a") -> Job:
+    return Job(job_id=job_id, owner=owner, request=GenerationRequest("p"), model="builtin")
+
+
+def test_fifo_with_front_insert_and_positions() -> None:
+    queue = JobQueue(max_total=10, max_per_client=10)
+    for name in ("one", "two"):
+        queue.submit(job(name))
+    queue.submit(job("urgent"), front=True)
+    assert [queue.position(n) for n in ("urgent", "one", "two")] == [1, 2, 3]
+    taken = [queue.take(), queue.take(), queue.take()]
+    assert [j.job_id for j in taken if j] == ["urgent", "one", "two"]
+
+
+def test_per_client_limit_counts_the_running_job() -> None:
+    queue = JobQueue(max_total=10, max_per_client=2)
+    queue.submit(job("a1"))
+    queue.submit(job("a2"))
+    with pytest.raises(JobRefused) as refused:
+        queue.submit(job("a3"))
+    assert refused.value.code == "queue_full" and "at most 2" in refused.value.message
+    queue.submit(job("b1", owner="b"))  # another client is not affected
+    running = queue.take()
+    assert running is not None and running.job_id == "a1"
+    with pytest.raises(JobRefused):
+        queue.submit(job("a3"))  # a1 runs, a2 waits: still two
+    queue.done(running)
+    queue.submit(job("a3"))
+
+
+def test_total_limit() -> None:
+    queue = JobQueue(max_total=1, max_per_client=5)
+    queue.submit(job("x", owner="a"))
+    with pytest.raises(JobRefused, match="queue is full"):
+        queue.submit(job("y", owner="b"))
+
+
+def test_remove_and_pause() -> None:
+    queue = JobQueue(max_total=10, max_per_client=10)
+    queue.submit(job("one"))
+    queue.submit(job("two"))
+    removed = queue.remove("one")
+    assert removed is not None and removed.job_id == "one"
+    assert queue.remove("one") is None
+    queue.set_paused(True)
+    assert queue.take(should_yield=lambda: True) is None  # paused: nothing handed out
+    queue.set_paused(False)
+    taken = queue.take()
+    assert taken is not None and taken.job_id == "two"
+
+
+def test_take_blocks_until_a_job_arrives_and_close_wakes_it() -> None:
+    queue = JobQueue(max_total=10, max_per_client=10)
+    got: list[Job | None] = []
+    taker = threading.Thread(target=lambda: got.append(queue.take()))
+    taker.start()
+    time.sleep(0.05)
+    queue.submit(job("late"))
+    taker.join(5)
+    assert got and got[0] is not None and got[0].job_id == "late"
+
+    taker = threading.Thread(target=lambda: got.append(queue.take()))
+    taker.start()
+    queue.submit(job("left"))
+    time.sleep(0.05)
+    assert [j.job_id for j in queue.close()] == []  # "left" was taken already
+    taker.join(5)
+    assert queue.take() is None
+    with pytest.raises(JobRefused, match="shutting down"):
+        queue.submit(job("after"))
+
+
+def test_store_refuses_duplicates_and_forgets_after_retention() -> None:
+    store = JobStore(retention_s=0.05, max_finished=10)
+    first = job("same")
+    store.add(first)
+    with pytest.raises(JobRefused) as refused:
+        store.add(job("same"))
+    assert refused.value.code == "duplicate_job" and refused.value.field == "job_id"
+    first.state, first.finished_at = JobState.DONE, time.monotonic()
+    assert store.get("same") is first
+    time.sleep(0.1)
+    assert store.get("same") is None
+    store.add(job("same"))  # the id is free again
+
+
+def test_store_keeps_only_the_newest_finished_results() -> None:
+    store = JobStore(retention_s=100, max_finished=2)
+    for index in range(4):
+        finished = job(f"j{index}")
+        finished.state, finished.finished_at = JobState.DONE, time.monotonic() + index
+        store.add(finished)
+    running = job("running")
+    running.state = JobState.RUNNING
+    store.add(running)
+    store.prune()
+    assert sorted(j.job_id for j in store.all()) == ["j2", "j3", "running"]
