@@ -59,7 +59,7 @@ class Connection:
         self._token = token
         self._client_name = client_name
         self._post = post
-        self._outbox: queue.Queue[Message] = queue.Queue()
+        self._outbox: queue.Queue[tuple[Message, bytes]] = queue.Queue()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,8 +84,9 @@ class Connection:
         self._wake.set()
 
     def send(self, message: Message) -> None:
-        """Queue a message; the worker thread sends it (or it is dropped if the link is down)."""
-        self._outbox.put(message)
+        """Encode (and so validate) a message now, raising ProtocolError naming a bad field;
+        the worker thread sends it, or reports it as `NotSent` if the link goes down first."""
+        self._outbox.put((message, encode(message)))
 
     # --- the worker thread ----------------------------------------------------------------
 
@@ -143,16 +144,16 @@ class Connection:
     def _flush(self, websocket: object) -> None:
         while True:
             try:
-                message = self._outbox.get_nowait()
+                _, frame = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            websocket.send(encode(message))  # type: ignore[attr-defined]
+            websocket.send(frame)  # type: ignore[attr-defined]
 
     def _drop_outbox(self) -> None:
         """Requests queued while the link is down are dropped; their jobs are told so."""
         while True:
             try:
-                message = self._outbox.get_nowait()
+                message, _ = self._outbox.get_nowait()
             except queue.Empty:
                 return
             log.warning("not sent (no connection): %s", message.type)

@@ -86,7 +86,9 @@ class Controller:
 
     # --- connection -----------------------------------------------------------------------
 
-    def connection_changed(self, state: str, detail: str = "", welcome: m.Welcome | None = None) -> None:
+    def connection_changed(
+        self, state: str, detail: str = "", welcome: m.Welcome | None = None
+    ) -> None:
         self.connection_state, self.connection_detail = state, detail
         if welcome is not None:
             self.welcome = welcome
@@ -103,7 +105,9 @@ class Controller:
 
     # --- planning and starting jobs -------------------------------------------------------
 
-    def plan(self, document: DocumentAdapter, kind: JobKind, size: tuple[int, int] | None = None) -> Plan:
+    def plan(
+        self, document: DocumentAdapter, kind: JobKind, size: tuple[int, int] | None = None
+    ) -> Plan:
         """The region and generation size a job of `kind` would use on `document` now."""
         canvas = document.bounds()
         selection = document.selection_bounds()
@@ -116,7 +120,9 @@ class Controller:
         else:
             target = canvas
         if size is None:
-            size = generation_size(target.width, target.height, self.size_multiple, self.settings.max_side)
+            size = generation_size(
+                target.width, target.height, self.size_multiple, self.settings.max_side
+            )
         return Plan(kind, target, size, selection)
 
     def start(self, document: DocumentAdapter | None, kind: JobKind, params: JobParams) -> Job:
@@ -128,7 +134,9 @@ class Controller:
         except Exception as error:
             raise JobRefused(str(error)) from None
         if not self.connected:
-            raise JobRefused(f"Not connected to the MrFlow daemon. {self.connection_detail}".strip())
+            raise JobRefused(
+                f"Not connected to the MrFlow daemon. {self.connection_detail}".strip()
+            )
         plan = self.plan(document, kind, params.size)
         width, height = plan.size
         target = plan.target
@@ -170,7 +178,9 @@ class Controller:
         )
         self.jobs[job.id] = job
         self.last_error = ""
-        log.info("job %s: %s %dx%d at %s on %s", job.id, kind.value, width, height, target, document.name)
+        log.info(
+            "job %s: %s %dx%d at %s on %s", job.id, kind.value, width, height, target, document.name
+        )
         self._send(request)
         self._changed()
         return job
@@ -185,7 +195,8 @@ class Controller:
         return [
             job
             for job in self.jobs.values()
-            if job.state is JobState.DONE and (document_key is None or job.document_key == document_key)
+            if job.state is JobState.DONE
+            and (document_key is None or job.document_key == document_key)
         ]
 
     def handle(self, message: object) -> None:
@@ -244,7 +255,9 @@ class Controller:
         except images.ImageDecodeError as error:
             log.warning("job %s: %s", job.id, error)
             return
-        if job.preview_node is None or not document.paint_preview(job.preview_node, job.target, pixels):
+        if job.preview_node is None or not document.paint_preview(
+            job.preview_node, job.target, pixels
+        ):
             name = f"{PREVIEW_PREFIX} {job.prompt[:40]}"
             job.preview_node = document.create_preview_layer(name, job.target, pixels)
 
@@ -358,6 +371,16 @@ class Controller:
     # --- events from the connection thread (already on the UI thread) ---------------------
 
     def on_connection_event(self, event: object) -> None:
+        """Entry point from the connection; a failure here is logged, shown, and survived."""
+        try:
+            self._dispatch(event)
+        except Exception as error:
+            log.exception("could not handle %r", event)
+            self.report_error(
+                f"Internal error while handling a daemon message: {error} (see the log)"
+            )
+
+    def _dispatch(self, event: object) -> None:
         if isinstance(event, ConnectionEvent):
             self.connection_changed(event.state, event.detail, event.welcome)
         elif isinstance(event, MessageEvent):

@@ -35,7 +35,9 @@ class Rect:
         return Rect(x, y, max(0, right - x), max(0, bottom - y))
 
     def grow(self, margin: int) -> Rect:
-        return Rect(self.x - margin, self.y - margin, self.width + 2 * margin, self.height + 2 * margin)
+        return Rect(
+            self.x - margin, self.y - margin, self.width + 2 * margin, self.height + 2 * margin
+        )
 
     def translated(self, dx: int, dy: int) -> Rect:
         return Rect(self.x + dx, self.y + dy, self.width, self.height)
@@ -45,7 +47,7 @@ def round_to_multiple(value: int, multiple: int) -> int:
     """Nearest multiple of `multiple`, never below one multiple (the model needs at least that)."""
     if multiple <= 0:
         raise ValueError(f"size multiple must be positive, got {multiple}")
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def generation_size(
@@ -66,8 +68,8 @@ def generation_size(
     elif longest < min_side:
         factor = min_side / longest
     cap = max(multiple, (max_side // multiple) * multiple)  # rounding must not step over the cap
-    w = min(cap, round_to_multiple(int(round(width * factor)), multiple))
-    h = min(cap, round_to_multiple(int(round(height * factor)), multiple))
+    w = min(cap, round_to_multiple(round(width * factor), multiple))
+    h = min(cap, round_to_multiple(round(height * factor), multiple))
     return w, h
 
 
@@ -76,10 +78,12 @@ def context_rect(selection: Rect, canvas: Rect, fraction: float = 0.25, minimum:
 
     The margin is `fraction` of the larger side (at least `minimum` px), clipped to the canvas.
     """
-    margin = max(minimum, int(round(max(selection.width, selection.height) * fraction)))
+    margin = max(minimum, round(max(selection.width, selection.height) * fraction))
     return selection.grow(margin).intersect(canvas)
 
 
-def feather_radius(selection: Rect, fraction: float = 0.04, minimum: int = 2, maximum: int = 48) -> int:
+def feather_radius(
+    selection: Rect, fraction: float = 0.04, minimum: int = 2, maximum: int = 48
+) -> int:
     """How soft the edges of a filled selection are: a small share of its size."""
-    return max(minimum, min(maximum, int(round(max(selection.width, selection.height) * fraction))))
+    return max(minimum, min(maximum, round(max(selection.width, selection.height) * fraction)))

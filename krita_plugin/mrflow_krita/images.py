@@ -42,14 +42,18 @@ def _encode(image: Any, fmt: str = "PNG") -> bytes:
 
 def _from_bgra(pixels: bytes, width: int, height: int) -> Any:
     if len(pixels) != width * height * 4:
-        raise ValueError(f"expected {width * height * 4} bytes of BGRA for {width}x{height}, got {len(pixels)}")
+        raise ValueError(
+            f"expected {width * height * 4} bytes of BGRA for {width}x{height}, got {len(pixels)}"
+        )
     # .copy() detaches the QImage from the Python buffer, which may be freed after this call.
     return QImage(pixels, width, height, width * 4, Format.Format_ARGB32).copy()
 
 
 def _from_gray(mask: bytes, width: int, height: int, fmt: Any) -> Any:
     if len(mask) != width * height:
-        raise ValueError(f"expected {width * height} mask bytes for {width}x{height}, got {len(mask)}")
+        raise ValueError(
+            f"expected {width * height} mask bytes for {width}x{height}, got {len(mask)}"
+        )
     return QImage(mask, width, height, width, fmt).copy()
 
 
@@ -64,7 +68,9 @@ def _resized(image: Any, size: tuple[int, int] | None) -> Any:
     )
 
 
-def bgra_to_png(pixels: bytes, width: int, height: int, size: tuple[int, int] | None = None) -> bytes:
+def bgra_to_png(
+    pixels: bytes, width: int, height: int, size: tuple[int, int] | None = None
+) -> bytes:
     """Krita's BGRA (straight alpha) pixels as an RGBA PNG, scaled smoothly to `size` if given."""
     return _encode(_resized(_from_bgra(pixels, width, height), size))
 
@@ -78,7 +84,9 @@ def decode_to_bgra(encoded: bytes, width: int, height: int) -> bytes:
     """Decode a PNG/JPEG/WebP and scale it smoothly to exactly `width` x `height`, as BGRA."""
     image = QImage.fromData(encoded)
     if image.isNull():
-        raise ImageDecodeError(f"the daemon sent {len(encoded)} bytes that Qt cannot decode as an image")
+        raise ImageDecodeError(
+            f"the daemon sent {len(encoded)} bytes that Qt cannot decode as an image"
+        )
     image = _resized(image.convertToFormat(Format.Format_ARGB32), (width, height))
     return _raw_bytes(image.convertToFormat(Format.Format_ARGB32))
 

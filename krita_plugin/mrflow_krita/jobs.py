@@ -19,9 +19,11 @@ class JobKind(str, Enum):
 
     @property
     def label(self) -> str:
-        return {"fill_canvas": "Fill canvas", "fill_selection": "Fill selection", "refine": "Refine"}[
-            self.value
-        ]
+        return {
+            "fill_canvas": "Fill canvas",
+            "fill_selection": "Fill selection",
+            "refine": "Refine",
+        }[self.value]
 
 
 class JobState(str, Enum):

@@ -8,8 +8,9 @@ layer, remove). Facts this relies on, checked in Krita 5.1.5:
 - Adding a node with `addChildNode` is one undo step; writing pixels into a node that is
   not in the image yet is part of that step. So a result is applied by painting a layer
   and adding it in one go, and Ctrl+Z removes it.
-- Adding a node makes it the active layer: the user's active layer is restored at once,
-  so the user keeps painting where they were.
+- Adding a node makes it the active layer, in a background stroke: after `waitForDone()`
+  the user's active layer is restored for previews, so the artist keeps painting there.
+  Until that stroke is done the new node is not in `topLevelNodes()` either.
 - `Selection.feather` is Krita's own Gaussian feather; it grows the selection's bounds.
 - `rootNode().uniqueId()` stays the same for the life of a document: it is the document key.
 """
@@ -29,6 +30,7 @@ from krita import (  # type: ignore[import-not-found]
 )
 
 from mrflow_krita.geometry import Rect
+from mrflow_krita.qt import QtCore
 
 SUPPORTED_MODEL = "RGBA"
 SUPPORTED_DEPTH = "U8"
@@ -106,18 +108,25 @@ class DocumentAdapter:
             stack.extend(node.childNodes())
         return None
 
-    def _add_on_top(self, node: Any) -> None:
-        """Add above every layer without taking the user's active layer away from them."""
+    def _add_on_top(self, node: Any, *, keep_active: bool) -> None:
+        """Add above every layer; with `keep_active`, the user's active layer stays active."""
         active = self.document.activeNode()
         self.document.rootNode().addChildNode(node, None)
-        if active is not None:
+        # Krita adds the node in a background stroke: wait, or a search right after misses it
+        # and the active-layer switch would land after ours.
+        self.document.waitForDone()
+        if keep_active and active is not None:
             self.document.setActiveNode(active)
+            # Krita's layer manager switches to the new node from a queued signal, after this
+            # returns: switch back once more when the event loop has delivered it.
+            if QtCore.QCoreApplication.instance() is not None:
+                QtCore.QTimer.singleShot(0, lambda: self.document.setActiveNode(active))
 
     def create_preview_layer(self, name: str, rect: Rect, pixels: bytes) -> str:
         """A locked layer on top holding `pixels` in `rect`; returns its node id."""
         node = self.document.createNode(name, "paintlayer")
         node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
-        self._add_on_top(node)
+        self._add_on_top(node, keep_active=True)  # the artist keeps painting where they were
         node.setLocked(True)
         self.refresh()
         return str(node.uniqueId().toString())
@@ -128,7 +137,9 @@ class DocumentAdapter:
         if node is None:
             return False
         # Clear what an earlier, differently shaped image left behind, then paint.
-        node.setPixelData(bytes(rect.width * rect.height * 4), rect.x, rect.y, rect.width, rect.height)
+        node.setPixelData(
+            bytes(rect.width * rect.height * 4), rect.x, rect.y, rect.width, rect.height
+        )
         node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
         self.refresh()
         return True
@@ -137,7 +148,7 @@ class DocumentAdapter:
         """A normal paint layer on top with `pixels` in `rect`, added as one undoable step."""
         node = self.document.createNode(name, "paintlayer")
         node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
-        self._add_on_top(node)
+        self._add_on_top(node, keep_active=False)  # like any new layer in Krita: it is active
         self.refresh()
         return str(node.uniqueId().toString())
 
@@ -145,6 +156,7 @@ class DocumentAdapter:
         node = self.find_node(node_id)
         if node is not None:
             node.remove()
+            self.document.waitForDone()
             self.refresh()
 
     def refresh(self) -> None:

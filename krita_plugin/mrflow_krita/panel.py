@@ -21,10 +21,15 @@ from mrflow_krita.settings import Settings
 log = logging.getLogger(__name__)
 
 W = QtWidgets
-STATE_COLORS = {"connected": "#3a9a3a", "connecting": "#c89a1a", "disconnected": "#c03a3a", "refused": "#c03a3a"}
+STATE_COLORS = {
+    "connected": "#3a9a3a",
+    "connecting": "#c89a1a",
+    "disconnected": "#c03a3a",
+    "refused": "#c03a3a",
+}
 
 
-class MrFlowPanel(W.QWidget):
+class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
     def __init__(self, runtime: Runtime, parent: Any = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
@@ -47,7 +52,9 @@ class MrFlowPanel(W.QWidget):
         row = W.QHBoxLayout()
         self.connection_label = W.QLabel()
         self.connection_label.setWordWrap(True)
-        self.connection_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.connection_label.setTextInteractionFlags(
+            QtCore.Qt.TextInteractionFlag.TextSelectableByMouse
+        )
         reconnect = W.QPushButton("Reconnect")
         reconnect.clicked.connect(lambda: self.runtime.connection.reconnect_now())
         row.addWidget(self.connection_label, 1)
@@ -93,7 +100,9 @@ class MrFlowPanel(W.QWidget):
         self.seed_fixed = W.QCheckBox("Fixed")
         self.seed = W.QLineEdit()
         self.seed.setPlaceholderText("random")
-        self.seed.setValidator(QtGui.QRegularExpressionValidator(QtCore.QRegularExpression(r"\d{0,19}")))
+        self.seed.setValidator(
+            QtGui.QRegularExpressionValidator(QtCore.QRegularExpression(r"\d{0,19}"))
+        )
         self.seed.textChanged.connect(self._store_params)
         self.seed_fixed.toggled.connect(self._store_params)
         copy_seed = W.QPushButton("Copy")
@@ -146,7 +155,9 @@ class MrFlowPanel(W.QWidget):
         self.error_label = W.QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet("color: #d04040")
-        self.error_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.setTextInteractionFlags(
+            QtCore.Qt.TextInteractionFlag.TextSelectableByMouse
+        )
         open_log = W.QPushButton("Open log")
         open_log.clicked.connect(self._open_log)
         error_row.addWidget(self.error_label, 1)
@@ -159,7 +170,11 @@ class MrFlowPanel(W.QWidget):
         self.history.setMinimumHeight(80)
         layout.addWidget(self.history, 1)
         history_buttons = W.QHBoxLayout()
-        for text, slot in (("Apply again", self._history_apply), ("Copy seed", self._history_seed), ("Delete", self._history_delete)):
+        for text, slot in (
+            ("Apply again", self._history_apply),
+            ("Copy seed", self._history_seed),
+            ("Delete", self._history_delete),
+        ):
             button = W.QPushButton(text)
             button.clicked.connect(slot)
             history_buttons.addWidget(button)
@@ -200,7 +215,9 @@ class MrFlowPanel(W.QWidget):
         params.model = self.model.currentData() or None
         params.preset = self.preset.currentData() or None
         params.strength = float(self.strength.value())
-        params.size = (self.size_w.value(), self.size_h.value()) if self.size_override.isChecked() else None
+        params.size = (
+            (self.size_w.value(), self.size_h.value()) if self.size_override.isChecked() else None
+        )
         text = self.seed.text().strip()
         self.runtime.fixed_seed = int(text) if self.seed_fixed.isChecked() and text else None
 
@@ -311,7 +328,9 @@ class MrFlowPanel(W.QWidget):
             self.progress.setFormat(queued[0].status_text)
         else:
             self.progress.setValue(100 if self._decision_job() else 0)
-            self.progress.setFormat("result ready: Apply or Discard" if self._decision_job() else "idle")
+            self.progress.setFormat(
+                "result ready: Apply or Discard" if self._decision_job() else "idle"
+            )
         self.cancel.setEnabled(bool(active))
         waiting = self._decision_job() is not None
         self.apply.setEnabled(waiting)
@@ -322,12 +341,24 @@ class MrFlowPanel(W.QWidget):
 
     def _fill_choices(self) -> None:
         controller = self.controller
-        models = [(info.name, info.name + (" (loaded)" if info.loaded else "")) for info in controller.models]
-        presets = [(info.name, info.name) for info in controller.welcome.presets] if controller.welcome else []
+        models = [
+            (info.name, info.name + (" (loaded)" if info.loaded else ""))
+            for info in controller.models
+        ]
+        presets = (
+            [(info.name, info.name) for info in controller.welcome.presets]
+            if controller.welcome
+            else []
+        )
         settings = self.runtime.settings
         for combo, entries, wanted, default in (
             (self.model, models, settings.model, controller.default_model),
-            (self.preset, presets, settings.preset, controller.welcome.default_preset if controller.welcome else None),
+            (
+                self.preset,
+                presets,
+                settings.preset,
+                controller.welcome.default_preset if controller.welcome else None,
+            ),
         ):
             current = combo.currentData() or wanted or default
             if [combo.itemData(i) for i in range(combo.count())] == [name for name, _ in entries]:
@@ -344,7 +375,10 @@ class MrFlowPanel(W.QWidget):
     def _fill_history(self, key: str | None) -> None:
         entries = self.controller.history.get(key, []) if key else []
         ids = [entry.job_id for entry in entries]
-        if ids == [self.history.item(i).data(QtCore.Qt.ItemDataRole.UserRole) for i in range(self.history.count())]:
+        if ids == [
+            self.history.item(i).data(QtCore.Qt.ItemDataRole.UserRole)
+            for i in range(self.history.count())
+        ]:
             return
         self.history.clear()
         for entry in entries:
@@ -383,7 +417,7 @@ class MrFlowPanel(W.QWidget):
             self.size_h.blockSignals(False)
 
 
-class MissingPanel(W.QWidget):
+class MissingPanel(QtWidgets.QWidget):  # type: ignore[misc]
     """Shown instead of the panel when the plugin's own files are incomplete."""
 
     def __init__(self, explanation: str, parent: Any = None) -> None:

@@ -36,7 +36,7 @@ class MrFlowExtension(Extension):  # type: ignore[misc]
     def setup(self) -> None:
         pass
 
-    def createActions(self, window: Any) -> None:  # noqa: N802 (Krita's name)
+    def createActions(self, window: Any) -> None:
         for action_id, text, kind in ACTIONS:
             action = window.createAction(action_id, text, MENU)
             action.triggered.connect(lambda _checked=False, kind=kind: self._run(kind))
@@ -72,9 +72,11 @@ class MrFlowDocker(DockWidget):  # type: ignore[misc]
             log.exception("the MrFlow docker failed to start")
             from mrflow_krita.panel import MissingPanel
 
-            self.setWidget(MissingPanel(f"MrFlow failed to start: {error}\nDetails are in the plugin log."))
+            self.setWidget(
+                MissingPanel(f"MrFlow failed to start: {error}\nDetails are in the plugin log.")
+            )
 
-    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 (Krita's name)
+    def canvasChanged(self, canvas: Any) -> None:
         widget = self.widget()
         if hasattr(widget, "refresh"):
             widget.refresh()

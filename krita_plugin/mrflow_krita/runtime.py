@@ -63,7 +63,10 @@ class Runtime:
         return self.settings.read_token()
 
     def update_settings(self, settings: Settings) -> None:
-        reconnect = settings.daemon_url != self.settings.daemon_url or settings.token_file != self.settings.token_file
+        reconnect = (
+            settings.daemon_url != self.settings.daemon_url
+            or settings.token_file != self.settings.token_file
+        )
         self.settings = settings
         self.controller.settings = settings
         save_settings(self.store, settings)
@@ -86,7 +89,9 @@ class Runtime:
             self.controller.report_error(str(refusal))
         except Exception as error:  # a bug must not take Krita down: log it and say so
             log.exception("could not start %s", kind.value)
-            self.controller.report_error(f"Could not start {kind.label}: {error} (details in the log)")
+            self.controller.report_error(
+                f"Could not start {kind.label}: {error} (details in the log)"
+            )
         return None
 
     def shutdown(self) -> None:

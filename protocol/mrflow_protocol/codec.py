@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 
 from mrflow_protocol.errors import ErrorCode, ProtocolError
-from mrflow_protocol.fields import ImageBytes, Items, Range, Text, check_finite
+from mrflow_protocol.fields import ImageBytes, Items, Range, Text, check_finite, readable_id
 from mrflow_protocol.images import png_size
 from mrflow_protocol.limits import Limits
 from mrflow_protocol.messages import (
@@ -33,7 +33,6 @@ from mrflow_protocol.messages import (
     Unknown,
 )
 
-_ID_RULE = Text(1, 64, pattern=r"[A-Za-z0-9._:\-]+")
 _TYPE_RULE = Text(1, 64)
 
 
@@ -114,9 +113,9 @@ def decode(
     except ProtocolError as error:
         # Route the error to the job or request it is about, when the frame said which.
         if error.job_id is None:
-            error.job_id = _readable_id(fields.get("job_id"))
+            error.job_id = readable_id(fields.get("job_id"))
         if error.request_id is None:
-            error.request_id = _readable_id(fields.get("request_id"))
+            error.request_id = readable_id(fields.get("request_id"))
         raise
     return message
 
@@ -125,16 +124,6 @@ def _decode_known(cls: type[Message], fields: Mapping[str, Any]) -> Message:
     message = typing.cast(Message, _build(cls, fields, ""))
     message.check()
     return message
-
-
-def _readable_id(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        _ID_RULE.check(value, "id")
-    except ProtocolError:
-        return None
-    return value
 
 
 # --- validation of one value against its annotation --------------------------------------
@@ -168,13 +157,9 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
 
     if origin is typing.Union or origin is types.UnionType:
         options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if value is None:
-            if len(options) < len(typing.get_args(hint)):
-                return None
-            raise _wrong_type(path, _describe(hint), value)
         if len(options) != 1:  # the protocol only uses `X | None`
             raise TypeError(f"unsupported annotation at {path}: {hint}")
-        return _convert(value, options[0], path)
+        return None if value is None else _convert(value, options[0], path)
 
     if origin is tuple:
         args = typing.get_args(hint)
@@ -252,10 +237,6 @@ def _wrong_type(path: str, expected: str, value: Any, field: str | None = None) 
         f"{path} must be {expected}, not {_kind(value)}",
         field if field is not None else path,
     )
-
-
-def _describe(hint: Any) -> str:
-    return "a value" if hint is None else str(hint)
 
 
 def _kind(value: Any) -> str:

@@ -130,6 +130,17 @@ def check_finite(value: float, path: str) -> None:
         )
 
 
+def readable_id(value: object) -> str | None:
+    """`value` when it is a valid job or request id, else None (for routing error replies)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ID_TEXT.check(value, "id")
+    except ProtocolError:
+        return None
+    return value
+
+
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -140,14 +151,14 @@ def _short(value: str) -> str:
 
 # Aliases shared by many messages. Ids are client-generated; they go into logs and
 # file names, so they are short and plain.
-_ID_TEXT = Text(
+ID_TEXT = Text(
     1,
     64,
     pattern=r"[A-Za-z0-9._:\-]+",
     pattern_help="1 to 64 characters from A-Z a-z 0-9 . _ : -",
 )
-JobId = Annotated[str, _ID_TEXT]
-RequestId = Annotated[str, _ID_TEXT]
+JobId = Annotated[str, ID_TEXT]
+RequestId = Annotated[str, ID_TEXT]
 Name = Annotated[str, Text(1, 256)]
 """A model, preset or LoRA name (or a path the daemon resolves)."""
 ShortName = Annotated[str, Text(1, 64)]

@@ -31,6 +31,7 @@ from mrflow_protocol.fields import (
     Side,
     Text,
     Version,
+    readable_id,
 )
 from mrflow_protocol.images import IMAGE_FORMATS, png_size, sniff_format
 from mrflow_protocol.limits import Limits
@@ -208,7 +209,8 @@ class Generate(Message):
 
 @dataclass(frozen=True)
 class Cancel(Message):
-    """Cancel one job of this client (`job_id`), or all of them (`all: true`)."""
+    """Cancel one job by id (whichever connection submitted it: every client holds the
+    user's token), or all unfinished jobs of this connection (`all: true`)."""
 
     type: ClassVar[str] = "cancel"
     sender: ClassVar[str] = CLIENT
@@ -503,13 +505,12 @@ class Unknown:
 
     @property
     def job_id(self) -> str | None:
-        value = self.fields.get("job_id")
-        return value if isinstance(value, str) and len(value) <= 64 else None
+        """The frame's `job_id` when it is a valid id (to route the error reply)."""
+        return readable_id(self.fields.get("job_id"))
 
     @property
     def request_id(self) -> str | None:
-        value = self.fields.get("request_id")
-        return value if isinstance(value, str) and len(value) <= 64 else None
+        return readable_id(self.fields.get("request_id"))
 
 
 CLIENT_MESSAGES: tuple[type[Message], ...] = (

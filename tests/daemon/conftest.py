@@ -8,25 +8,32 @@ end of the test); `connect(daemon)` opens a websocket, says hello and returns a
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
-
+import torch
+from mrflow_daemon.engine.events import CancelToken, Event, Listener, StepPreview, ignore
+from mrflow_daemon.engine.request import GenerationRequest
+from mrflow_daemon.engine.result import GenerationResult
 from mrflow_daemon.server.app import Daemon, DaemonThread
 from mrflow_daemon.server.config import load_config
+from mrflow_daemon.server.models import Engine, EngineOptions, load_mrflow_engine
 from mrflow_protocol.codec import decode, encode
 from mrflow_protocol.messages import Error, Generate, Hello, Message, Ping, Pong, Result, Welcome
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 JOB_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="session")
-def daemon_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def daemon_model_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The engine's tiny FLUX pipeline (the shared `tiny_flux_dir` fixture when it exists)."""
     try:
         return Path(request.getfixturevalue("tiny_flux_dir"))
@@ -58,7 +65,9 @@ class WireClient:
         assert isinstance(message, Message), message
         return message
 
-    def wait_for(self, predicate: Callable[[Message], bool], timeout: float = JOB_TIMEOUT_S) -> Message:
+    def wait_for(
+        self, predicate: Callable[[Message], bool], timeout: float = JOB_TIMEOUT_S
+    ) -> Message:
         """The first message matching `predicate`; others stay in the backlog, in order."""
         for index, message in enumerate(self.backlog):
             if predicate(message):
@@ -81,32 +90,105 @@ class WireClient:
                 return events
 
     def reply_to(self, frame: bytes | str, timeout: float = 30.0) -> list[Message]:
-        """Send one frame, then a ping; everything that came back before the pong."""
+        """Send one frame, then a ping; the errors and replies that came back before the pong.
+
+        Job events (previews, progress, results) are left in the backlog."""
         self._request_ids += 1
         marker = f"probe-{self._request_ids}"
         self.send_raw(frame)
         self.send(Ping(request_id=marker))
         replies: list[Message] = []
         while True:
-            message = self.wait_for(lambda m: not hasattr(m, "job_id") or m.job_id is None, timeout)
+            message = self.wait_for(
+                lambda m: isinstance(m, Error) or not hasattr(m, "job_id"), timeout
+            )
             if isinstance(message, Pong) and message.request_id == marker:
                 return replies
             replies.append(message)
 
     def generate(self, job_id: str, **fields: Any) -> None:
-        fields = {"prompt": "a red fox in the snow", "width": 64, "height": 64, "steps": 3, **fields}
+        fields = {
+            "prompt": "a red fox in the snow",
+            "width": 64,
+            "height": 64,
+            "steps": 3,
+            **fields,
+        }
         self.send(Generate(job_id=job_id, **fields))
 
     def close(self) -> None:
         self.connection.close()
 
 
+HOLD = "[hold]"
+"""A prompt with this marker stops after its first low-res step until the test releases it."""
+OOM = "[oom]"
+"""A prompt with this marker makes the device 'run out of memory' (a torch OutOfMemoryError)."""
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def wait_reached(self, timeout: float = JOB_TIMEOUT_S) -> None:
+        assert self.reached.wait(timeout), "no held job reached its first step"
+
+
+class InstrumentedEngine:
+    """The real engine, plus two test-only hooks: hold a job after step 1, or fake an OOM.
+
+    Holding makes "while a job is running" deterministic on a slow, shared CPU; the
+    out-of-memory error fakes the GPU (it cannot be provoked on a CPU), not the result.
+    """
+
+    def __init__(self, engine: Engine, gate: Gate) -> None:
+        self.engine = engine
+        self.gate = gate
+
+    @property
+    def family(self) -> str:
+        return self.engine.family
+
+    def unload(self) -> None:
+        self.engine.unload()
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        listener: Listener = ignore,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        if OOM in request.prompt:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if HOLD not in request.prompt:
+            return self.engine.generate(request, listener, cancel)
+
+        def holding(event: Event) -> None:
+            listener(event)
+            if isinstance(event, StepPreview) and event.step == 1:
+                self.gate.reached.set()
+                assert self.gate.released.wait(JOB_TIMEOUT_S), "the test never released the job"
+
+        return self.engine.generate(request, holding, cancel)
+
+
 @pytest.fixture
-def start_daemon(daemon_model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture
+def start_daemon(
+    daemon_model_dir: Path, tmp_path: Path, gate: Gate
+) -> Iterator[Callable[..., Daemon]]:
     threads: list[DaemonThread] = []
 
+    def test_engine(path: Path, options: EngineOptions) -> Engine:
+        return InstrumentedEngine(load_mrflow_engine(path, options), gate)
+
     def start(**settings: Any) -> Daemon:
-        engine_factory = settings.pop("engine_factory", None)
+        engine_factory = settings.pop("engine_factory", test_engine)
         overrides = {
             "port": 0,
             "model": str(daemon_model_dir),
@@ -115,12 +197,12 @@ def start_daemon(daemon_model_dir: Path, tmp_path: Path) -> Iterator[Callable[..
             **settings,
         }
         config = load_config(tmp_path / "no-config.toml", environ={}, overrides=overrides)
-        kwargs = {"engine_factory": engine_factory} if engine_factory else {}
-        thread = DaemonThread(config, **kwargs)
+        thread = DaemonThread(config, engine_factory=engine_factory)
         threads.append(thread)
         return thread.__enter__()
 
     yield start
+    gate.released.set()  # a held job must not keep the daemon from stopping
     for thread in threads:
         thread.stop()
 
@@ -132,7 +214,9 @@ def connect() -> Iterator[Callable[..., WireClient]]:
     def open_client(
         daemon: Daemon, *, token: str | None = None, hello: bool = True, **kwargs: Any
     ) -> WireClient:
-        client = WireClient(connections.enter_context(ws_connect(daemon.url, max_size=None, **kwargs)))
+        client = WireClient(
+            connections.enter_context(ws_connect(daemon.url, max_size=None, **kwargs))
+        )
         if hello:
             client.send(Hello(client="pytest", token=daemon.token if token is None else token))
             if token is None:

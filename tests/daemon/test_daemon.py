@@ -5,11 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import pytest
-from PIL import Image
 
 from mrflow_daemon.server.app import Daemon
 from mrflow_protocol.messages import (
@@ -24,11 +20,13 @@ from mrflow_protocol.messages import (
     Queued,
     Result,
     Resume,
+    Shutdown,
     StageImage,
     Status,
     SubscribeStatus,
     UnloadModel,
 )
+from PIL import Image
 
 StartDaemon = Callable[..., Daemon]
 Connect = Callable[..., Any]
@@ -85,15 +83,12 @@ def test_two_clients_at_once_each_get_only_their_own_events(
 
 
 def test_cancel_a_queued_job_at_once_and_a_running_job_between_steps(
-    start_daemon: StartDaemon, connect: Connect
+    start_daemon: StartDaemon, connect: Connect, gate: Any
 ) -> None:
     daemon = start_daemon()
     client = connect(daemon)
-    client.generate("warm-up", steps=1)
-    assert isinstance(client.job_events("warm-up")[-1], Result)  # model loaded
-
-    client.generate("long", width=128, height=128, steps=80)
-    client.wait_for(lambda m: isinstance(m, Preview) and m.job_id == "long")
+    client.generate("long", prompt="a long job [hold]", steps=8)
+    gate.wait_reached()  # running, held after step 1
     client.generate("waiting", steps=2)
     client.wait_for(lambda m: isinstance(m, Queued) and m.job_id == "waiting")
 
@@ -103,10 +98,12 @@ def test_cancel_a_queued_job_at_once_and_a_running_job_between_steps(
     client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "c1")
 
     client.send(Cancel(job_id="long"))
+    client.wait_for(lambda m: isinstance(m, Ok))
+    gate.released.set()
     events = client.job_events("long")
     assert isinstance(events[-1], Error) and events[-1].code == "cancelled"
     previews = [e for e in events if isinstance(e, Preview)]
-    assert len(previews) < 79  # stopped between steps, long before the end
+    assert [p.step for p in previews] == [1]  # stopped at the next step
     assert not any(isinstance(e, StageImage) for e in events)
     # The waiting job never ran: no progress of it ever arrived.
     assert not any(isinstance(m, Progress) and m.job_id == "waiting" for m in client.backlog)
@@ -133,22 +130,26 @@ def test_cancel_all_and_front_insert(start_daemon: StartDaemon, connect: Connect
     for job_id in ("x", "y"):
         client.generate(job_id, steps=1)
     client.send(Cancel(all=True, request_id="all"))
-    errors = [client.wait_for(lambda m: isinstance(m, Error) and m.job_id in ("x", "y")) for _ in range(2)]
+    errors = [
+        client.wait_for(lambda m: isinstance(m, Error) and m.job_id in ("x", "y")) for _ in range(2)
+    ]
     assert {e.code for e in errors} == {"cancelled"}
 
 
 def test_disconnect_during_a_job_then_reconnect_and_fetch_the_result(
-    start_daemon: StartDaemon, connect: Connect
+    start_daemon: StartDaemon, connect: Connect, gate: Any
 ) -> None:
     daemon = start_daemon()
     first = connect(daemon)
-    first.generate("survivor", width=64, height=64, steps=30)
+    first.generate("survivor", prompt="a survivor [hold]", steps=3)
     first.wait_for(lambda m: isinstance(m, Preview) and m.job_id == "survivor")
     first.close()
 
     second = connect(daemon)
-    second.send(GetResult(job_id="survivor"))
+    second.send(GetResult(job_id="survivor"))  # still running: its events now come here
+    gate.released.set()
     events = second.job_events("survivor")
+    assert [e.step for e in events if isinstance(e, Preview)] == [2, 3]
     assert isinstance(events[-1], Result), events[-1]
 
     # Once finished, the result (and the stage images) can be fetched again by id.
@@ -183,7 +184,9 @@ def test_unload_then_generate_again(start_daemon: StartDaemon, connect: Connect)
     assert isinstance(events[-1], Result)
 
 
-def test_status_subscribers_see_jobs_start_and_end(start_daemon: StartDaemon, connect: Connect) -> None:
+def test_status_subscribers_see_jobs_start_and_end(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
     daemon = start_daemon()
     tray, worker_client = connect(daemon), connect(daemon)
     tray.send(SubscribeStatus(request_id="sub"))
@@ -195,23 +198,41 @@ def test_status_subscribers_see_jobs_start_and_end(start_daemon: StartDaemon, co
     assert busy.job_id == "watched"
     tray.wait_for(lambda m: isinstance(m, Status) and m.state == "idle" and m.job_id is None)
     # The tray never receives the job's own events.
-    assert not any(getattr(m, "job_id", None) == "watched" and not isinstance(m, Status) for m in tray.backlog)
+    assert not any(
+        getattr(m, "job_id", None) == "watched" and not isinstance(m, Status) for m in tray.backlog
+    )
 
 
-def test_admin_shutdown_tells_queued_jobs_and_stops(
-    start_daemon: StartDaemon, connect: Connect, tmp_path: Path
+def test_out_of_memory_fails_that_job_with_a_hint_and_the_next_job_runs(
+    start_daemon: StartDaemon, connect: Connect
 ) -> None:
     daemon = start_daemon()
     client = connect(daemon)
-    client.send(Pause())
+    client.generate("too-big", prompt="a huge mural [oom]", width=128, height=128)
+    error = client.job_events("too-big")[-1]
+    assert isinstance(error, Error) and error.code == "out_of_memory"
+    assert "128x128" in error.message and "--offload" in error.message
+    client.generate("fits", steps=1)
+    assert isinstance(client.job_events("fits")[-1], Result)
+
+
+def test_admin_shutdown_cancels_the_running_job_tells_queued_ones_and_stops(
+    start_daemon: StartDaemon, connect: Connect, gate: Any
+) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    client.generate("running", prompt="interrupted [hold]", steps=5)
+    gate.wait_reached()
     client.generate("never-runs", steps=1)
-    client.wait_for(lambda m: isinstance(m, Queued))
-    from mrflow_protocol.messages import Shutdown
+    client.wait_for(lambda m: isinstance(m, Queued) and m.job_id == "never-runs")
 
     client.send(Shutdown(request_id="bye"))
     client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "bye")
     error = client.wait_for(lambda m: isinstance(m, Error) and m.job_id == "never-runs")
     assert error.code == "shutting_down"
+    gate.released.set()
+    error = client.wait_for(lambda m: isinstance(m, Error) and m.job_id == "running")
+    assert error.code == "cancelled"
     deadline = time.monotonic() + 30
     while daemon._stopped is not None and not daemon._stopped.is_set():
         assert time.monotonic() < deadline, "the daemon did not stop"

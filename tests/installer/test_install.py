@@ -17,6 +17,7 @@ from mrflow_daemon import paths
 from mrflow_daemon.cli import main
 from mrflow_installer import platforms
 from mrflow_installer.manifest import InstallManifest
+from mrflow_installer.payload import package_dir
 
 PLATFORM_CASES = ["linux", "linux-flatpak", "windows", "macos"]
 
@@ -170,7 +171,7 @@ def test_upgrade_replaces_plugin_files_and_keeps_settings(home: Home) -> None:
     home.kritarc.write_text(settings)
 
     install()
-    source_init = Path(__import__("mrflow_krita").__file__)
+    source_init = package_dir("mrflow_krita") / "__init__.py"
     assert installed_init.read_bytes() == source_init.read_bytes()
     assert not old_module.exists()
     assert home.kritarc.read_text() == settings  # untouched, byte for byte

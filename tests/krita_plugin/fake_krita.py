@@ -21,7 +21,7 @@ class QUuidLike:
     def __init__(self) -> None:
         self._text = "{" + str(uuid.UUID(int=next(_ids))) + "}"
 
-    def toString(self) -> str:  # noqa: N802 (Krita's names)
+    def toString(self) -> str:
         return self._text
 
 
@@ -29,7 +29,9 @@ def _blank(width: int, height: int, channels: int) -> bytearray:
     return bytearray(width * height * channels)
 
 
-def _read(buffer: bytearray, canvas_w: int, canvas_h: int, channels: int, x: int, y: int, w: int, h: int) -> bytes:
+def _read(
+    buffer: bytearray, canvas_w: int, canvas_h: int, channels: int, x: int, y: int, w: int, h: int
+) -> bytes:
     out = bytearray(w * h * channels)
     for row in range(h):
         sy = y + row
@@ -44,7 +46,17 @@ def _read(buffer: bytearray, canvas_w: int, canvas_h: int, channels: int, x: int
     return bytes(out)
 
 
-def _write(buffer: bytearray, canvas_w: int, canvas_h: int, channels: int, data: bytes, x: int, y: int, w: int, h: int) -> None:
+def _write(
+    buffer: bytearray,
+    canvas_w: int,
+    canvas_h: int,
+    channels: int,
+    data: bytes,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+) -> None:
     if len(data) != w * h * channels:
         raise ValueError(f"setPixelData: {len(data)} bytes for {w}x{h}x{channels}")
     for row in range(h):
@@ -69,7 +81,17 @@ class Selection:
             old, old_w, old_h = self._mask, self._w, self._h
             self._w, self._h, self._mask = width, height, _blank(width, height, 1)
             if old_w and old_h:
-                _write(self._mask, width, height, 1, _read(old, old_w, old_h, 1, 0, 0, old_w, old_h), 0, 0, old_w, old_h)
+                _write(
+                    self._mask,
+                    width,
+                    height,
+                    1,
+                    _read(old, old_w, old_h, 1, 0, 0, old_w, old_h),
+                    0,
+                    0,
+                    old_w,
+                    old_h,
+                )
 
     def select(self, x: int, y: int, w: int, h: int, value: int) -> None:
         self._ensure(max(self._w, x + w), max(self._h, y + h))
@@ -97,10 +119,10 @@ class Selection:
     def height(self) -> int:
         return self._bounds()[3]
 
-    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:
         return _read(self._mask, self._w, self._h, 1, x, y, w, h)
 
-    def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> None:  # noqa: N802
+    def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> None:
         self._ensure(max(self._w, x + w), max(self._h, y + h))
         _write(self._mask, self._w, self._h, 1, data, x, y, w, h)
 
@@ -152,47 +174,47 @@ class Node:
     def name(self) -> str:
         return self._name
 
-    def setName(self, name: str) -> None:  # noqa: N802
+    def setName(self, name: str) -> None:
         self._name = name
 
     def type(self) -> str:
         return self._type
 
-    def uniqueId(self) -> QUuidLike:  # noqa: N802
+    def uniqueId(self) -> QUuidLike:
         return self._uuid
 
     def locked(self) -> bool:
         return self._locked
 
-    def setLocked(self, value: bool) -> None:  # noqa: N802
+    def setLocked(self, value: bool) -> None:
         self._locked = value
 
     def visible(self) -> bool:
         return self._visible
 
-    def setVisible(self, value: bool) -> None:  # noqa: N802
+    def setVisible(self, value: bool) -> None:
         self._visible = value
 
-    def parentNode(self) -> Node | None:  # noqa: N802
+    def parentNode(self) -> Node | None:
         return self._parent
 
-    def childNodes(self) -> list[Node]:  # noqa: N802
+    def childNodes(self) -> list[Node]:
         return list(self._children)
 
-    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:
         doc = self._document
         return _read(self._pixels, doc.width(), doc.height(), 4, x, y, w, h)
 
-    def projectionPixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+    def projectionPixelData(self, x: int, y: int, w: int, h: int) -> bytes:
         return self.pixelData(x, y, w, h)
 
-    def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> bool:  # noqa: N802
+    def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> bool:
         # Krita writes into locked layers from scripts too (the lock only stops the tools).
         doc = self._document
         _write(self._pixels, doc.width(), doc.height(), 4, bytes(data), x, y, w, h)
         return True
 
-    def addChildNode(self, child: Node, above: Node | None) -> bool:  # noqa: N802
+    def addChildNode(self, child: Node, above: Node | None) -> bool:
         index = len(self._children) if above is None else self._children.index(above) + 1
         self._children.insert(index, child)
         child._parent = self
@@ -212,7 +234,9 @@ class Node:
 
 
 class Document:
-    def __init__(self, width: int, height: int, name: str, color_model: str, color_depth: str) -> None:
+    def __init__(
+        self, width: int, height: int, name: str, color_model: str, color_depth: str
+    ) -> None:
         self._width, self._height = width, height
         self._name = name
         self._model, self._depth = color_model, color_depth
@@ -230,7 +254,7 @@ class Document:
     def name(self) -> str:
         return self._name
 
-    def fileName(self) -> str:  # noqa: N802
+    def fileName(self) -> str:
         return ""
 
     def width(self) -> int:
@@ -239,25 +263,25 @@ class Document:
     def height(self) -> int:
         return self._height
 
-    def colorModel(self) -> str:  # noqa: N802
+    def colorModel(self) -> str:
         return self._model
 
-    def colorDepth(self) -> str:  # noqa: N802
+    def colorDepth(self) -> str:
         return self._depth
 
-    def rootNode(self) -> Node:  # noqa: N802
+    def rootNode(self) -> Node:
         return self._root
 
-    def topLevelNodes(self) -> list[Node]:  # noqa: N802
+    def topLevelNodes(self) -> list[Node]:
         return self._root.childNodes()
 
-    def createNode(self, name: str, node_type: str) -> Node:  # noqa: N802
+    def createNode(self, name: str, node_type: str) -> Node:
         return Node(self, name, node_type)
 
-    def activeNode(self) -> Node | None:  # noqa: N802
+    def activeNode(self) -> Node | None:
         return self._active
 
-    def setActiveNode(self, node: Node) -> None:  # noqa: N802
+    def setActiveNode(self, node: Node) -> None:
         self._active = node
 
     def selection(self) -> Selection | None:
@@ -265,14 +289,14 @@ class Document:
             return None
         return self._selection  # like Krita: the document's own selection, not a copy
 
-    def setSelection(self, selection: Selection | None) -> None:  # noqa: N802
+    def setSelection(self, selection: Selection | None) -> None:
         if selection is None:
             self._selection = None
             return
         self._selection = selection.duplicate()
         self._selection._ensure(self._width, self._height)
 
-    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:
         """The composite of the visible layers, bottom to top ("over", straight alpha)."""
         out = bytearray(w * h * 4)
         for node in self._root.childNodes():
@@ -291,13 +315,13 @@ class Document:
                 out[i + 3] = round(out_alpha)
         return bytes(out)
 
-    def refreshProjection(self) -> None:  # noqa: N802
+    def refreshProjection(self) -> None:
         self.refreshes += 1
 
-    def waitForDone(self) -> None:  # noqa: N802
+    def waitForDone(self) -> None:
         pass
 
-    def setBatchmode(self, value: bool) -> None:  # noqa: N802
+    def setBatchmode(self, value: bool) -> None:
         self.batchmode = value
 
     def close(self) -> bool:
@@ -338,8 +362,15 @@ class Krita:
     def version(self) -> str:
         return "5.1.5-fake"
 
-    def createDocument(  # noqa: N802
-        self, width: int, height: int, name: str, model: str, depth: str, profile: str, resolution: float
+    def createDocument(
+        self,
+        width: int,
+        height: int,
+        name: str,
+        model: str,
+        depth: str,
+        profile: str,
+        resolution: float,
     ) -> Document:
         document = Document(width, height, name, model, depth)
         self._documents.append(document)
@@ -349,19 +380,19 @@ class Krita:
     def documents(self) -> list[Document]:
         return list(self._documents)
 
-    def activeDocument(self) -> Document | None:  # noqa: N802
+    def activeDocument(self) -> Document | None:
         return self._active if self._active in self._documents else None
 
-    def setActiveDocument(self, document: Document) -> None:  # noqa: N802
+    def setActiveDocument(self, document: Document) -> None:
         self._active = document
 
-    def setBatchmode(self, value: bool) -> None:  # noqa: N802
+    def setBatchmode(self, value: bool) -> None:
         self.batchmode = value
 
-    def readSetting(self, group: str, key: str, default: str) -> str:  # noqa: N802
+    def readSetting(self, group: str, key: str, default: str) -> str:
         return self._settings.get((group, key), default)
 
-    def writeSetting(self, group: str, key: str, value: str) -> None:  # noqa: N802
+    def writeSetting(self, group: str, key: str, value: str) -> None:
         self._settings[(group, key)] = value
 
 
@@ -387,6 +418,14 @@ class DockWidgetFactory:
 
 
 def module_attributes() -> dict[str, Any]:
-    names = ("Krita", "Selection", "Document", "Node", "Extension", "DockWidget", "DockWidgetFactory", "DockWidgetFactoryBase")
+    names = (
+        "Krita",
+        "Selection",
+        "Document",
+        "Node",
+        "Extension",
+        "DockWidget",
+        "DockWidgetFactory",
+        "DockWidgetFactoryBase",
+    )
     return {name: globals()[name] for name in names}
-

@@ -6,13 +6,12 @@ import io
 
 import pytest
 from fake_krita import Document, Krita, Selection
-from mrflow_protocol import messages as m
-from PIL import Image
-
 from mrflow_krita.controller import PREVIEW_PREFIX, Controller, JobParams, JobRefused
 from mrflow_krita.jobs import JobKind, JobState
 from mrflow_krita.krita_adapter import DocumentAdapter
 from mrflow_krita.settings import Settings
+from mrflow_protocol import messages as m
+from PIL import Image
 
 RED_BGRA = bytes([0, 0, 255, 255])
 
@@ -54,7 +53,9 @@ def controller(krita: Krita, sent: Sent) -> Controller:
     return controller
 
 
-def painted_document(krita: Krita, width: int = 96, height: int = 64, model: str = "RGBA") -> Document:
+def painted_document(
+    krita: Krita, width: int = 96, height: int = 64, model: str = "RGBA"
+) -> Document:
     document = krita.createDocument(width, height, "test", model, "U8", "", 72.0)
     background = document.topLevelNodes()[0]
     background.setPixelData(RED_BGRA * (width * height), 0, 0, width, height)
@@ -67,15 +68,46 @@ def select(document: Document, x: int, y: int, w: int, h: int) -> None:
     document.setSelection(selection)
 
 
-def finish(controller: Controller, job_id: str, color: tuple[int, int, int], size: tuple[int, int], seed: int = 7) -> None:
-    controller.handle(m.Progress(job_id=job_id, stage="structure", step=1, total=2, percent=10, eta=3.0))
-    controller.handle(m.Preview(job_id=job_id, step=1, total=2, image=png((0, 0, 255), (size[0] // 2, size[1] // 2)), format="png", width=size[0] // 2, height=size[1] // 2))
-    controller.handle(m.Result(job_id=job_id, image=png(color, size), width=size[0], height=size[1], seed=seed, timings={"total": 1.5}))
+def finish(
+    controller: Controller,
+    job_id: str,
+    color: tuple[int, int, int],
+    size: tuple[int, int],
+    seed: int = 7,
+) -> None:
+    controller.handle(
+        m.Progress(job_id=job_id, stage="structure", step=1, total=2, percent=10, eta=3.0)
+    )
+    controller.handle(
+        m.Preview(
+            job_id=job_id,
+            step=1,
+            total=2,
+            image=png((0, 0, 255), (size[0] // 2, size[1] // 2)),
+            format="png",
+            width=size[0] // 2,
+            height=size[1] // 2,
+        )
+    )
+    controller.handle(
+        m.Result(
+            job_id=job_id,
+            image=png(color, size),
+            width=size[0],
+            height=size[1],
+            seed=seed,
+            timings={"total": 1.5},
+        )
+    )
 
 
-def test_fill_canvas_sends_txt2img_at_the_model_multiple(krita: Krita, controller: Controller, sent: Sent) -> None:
+def test_fill_canvas_sends_txt2img_at_the_model_multiple(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
     document = painted_document(krita, 100, 60)
-    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("a lighthouse", seed=5))
+    job = controller.start(
+        DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("a lighthouse", seed=5)
+    )
     (request,) = sent.of(m.Generate)
     assert request.mode == "txt2img" and request.image is None and request.mask is None
     assert request.prompt == "a lighthouse" and request.seed == 5 and request.job_id == job.id
@@ -84,7 +116,9 @@ def test_fill_canvas_sends_txt2img_at_the_model_multiple(krita: Krita, controlle
     assert job.target.width == 100 and job.target.height == 60
 
 
-def test_previews_go_to_a_locked_layer_on_top_and_the_user_keeps_their_layer(krita: Krita, controller: Controller) -> None:
+def test_previews_go_to_a_locked_layer_on_top_and_the_user_keeps_their_layer(
+    krita: Krita, controller: Controller
+) -> None:
     document = painted_document(krita)
     background = document.topLevelNodes()[0]
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("sky"))
@@ -92,18 +126,38 @@ def test_previews_go_to_a_locked_layer_on_top_and_the_user_keeps_their_layer(kri
     assert job.status_text == "queued (1 ahead)"
     controller.handle(m.Progress(job_id=job.id, stage="structure", step=1, total=4, eta=12.0))
     assert job.state is JobState.RUNNING and job.status_text == "structure 1/4 · 12 s left"
-    controller.handle(m.Preview(job_id=job.id, step=1, total=4, image=png((0, 255, 0), (16, 16)), format="png", width=16, height=16))
+    controller.handle(
+        m.Preview(
+            job_id=job.id,
+            step=1,
+            total=4,
+            image=png((0, 255, 0), (16, 16)),
+            format="png",
+            width=16,
+            height=16,
+        )
+    )
     top = document.topLevelNodes()[-1]
     assert top.name().startswith(PREVIEW_PREFIX) and top.locked()
     assert document.activeNode() is background  # the user's active layer is given back
     # The 16x16 preview is scaled over the whole 96x64 target: green everywhere.
     assert top.pixelData(95, 63, 1, 1) == bytes([0, 255, 0, 255])
-    controller.handle(m.StageImage(job_id=job.id, kind="upscaled", image=png((255, 255, 255), (32, 32)), width=32, height=32))
+    controller.handle(
+        m.StageImage(
+            job_id=job.id,
+            kind="upscaled",
+            image=png((255, 255, 255), (32, 32)),
+            width=32,
+            height=32,
+        )
+    )
     assert top.pixelData(0, 0, 1, 1) == bytes([255, 255, 255, 255])
     assert len(document.topLevelNodes()) == 2  # the same preview layer, repainted
 
 
-def test_apply_makes_one_named_undoable_layer_and_leaves_the_users_layer_alone(krita: Krita, controller: Controller) -> None:
+def test_apply_makes_one_named_undoable_layer_and_leaves_the_users_layer_alone(
+    krita: Krita, controller: Controller
+) -> None:
     document = painted_document(krita)
     background = document.topLevelNodes()[0]
     before = background.pixelData(0, 0, 96, 64)
@@ -115,16 +169,21 @@ def test_apply_makes_one_named_undoable_layer_and_leaves_the_users_layer_alone(k
     assert names == ["Background", "[MrFlow] blue sea (42)"]
     result = document.topLevelNodes()[-1]
     assert not result.locked() and result.pixelData(10, 10, 1, 1) == bytes([255, 0, 0, 255])
+    assert document.activeNode() is result  # like any new layer in Krita
     assert background.pixelData(0, 0, 96, 64) == before
     document.undo()  # Ctrl+Z right after Apply takes exactly the new layer away
     assert [node.name() for node in document.topLevelNodes()] == ["Background"]
     assert job.state is JobState.APPLIED
 
 
-def test_fill_selection_sends_context_image_and_mask_and_shapes_the_result(krita: Krita, controller: Controller, sent: Sent) -> None:
+def test_fill_selection_sends_context_image_and_mask_and_shapes_the_result(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
     document = painted_document(krita, 128, 96)
     select(document, 40, 30, 40, 32)
-    job = controller.start(DocumentAdapter(document), JobKind.FILL_SELECTION, JobParams("a cat", strength=0.9))
+    job = controller.start(
+        DocumentAdapter(document), JobKind.FILL_SELECTION, JobParams("a cat", strength=0.9)
+    )
     (request,) = sent.of(m.Generate)
     assert request.mode == "inpaint" and request.strength == 0.9
     # Context: the selection grown by max(32, 25%) and clipped to the canvas.
@@ -149,44 +208,68 @@ def test_fill_selection_sends_context_image_and_mask_and_shapes_the_result(krita
     assert document.selection().pixelData(38, 46, 1, 1) == b"\x00"
 
 
-def test_fill_selection_without_a_selection_is_refused(krita: Krita, controller: Controller, sent: Sent) -> None:
+def test_fill_selection_without_a_selection_is_refused(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
     document = painted_document(krita)
     with pytest.raises(JobRefused, match="needs a selection"):
         controller.start(DocumentAdapter(document), JobKind.FILL_SELECTION, JobParams("x"))
     assert not sent
 
 
-def test_refine_reads_the_selection_bounds_with_strength(krita: Krita, controller: Controller, sent: Sent) -> None:
+def test_refine_reads_the_selection_bounds_with_strength(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
     document = painted_document(krita, 128, 96)
     select(document, 16, 16, 64, 48)
-    job = controller.start(DocumentAdapter(document), JobKind.REFINE, JobParams("sharper", strength=0.3))
+    job = controller.start(
+        DocumentAdapter(document), JobKind.REFINE, JobParams("sharper", strength=0.3)
+    )
     (request,) = sent.of(m.Generate)
     assert request.mode == "img2img" and request.strength == 0.3 and request.mask is None
     assert (job.target.x, job.target.y, job.target.width, job.target.height) == (16, 16, 64, 48)
     assert decode(request.image).size == (request.width, request.height) == (256, 192)
 
 
-def test_non_rgba_documents_get_a_clear_message(krita: Krita, controller: Controller, sent: Sent) -> None:
+def test_non_rgba_documents_get_a_clear_message(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
     document = krita.createDocument(32, 32, "cmyk", "CMYKA", "U8", "", 72.0)
-    with pytest.raises(JobRefused, match="CMYKA U8.*RGBA 8-bit"):
+    with pytest.raises(JobRefused, match=r"CMYKA U8.*RGBA 8-bit"):
         controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
     assert not sent
 
 
 def test_no_connection_refuses_with_the_reason(krita: Krita, sent: Sent) -> None:
     controller = Controller(Settings(), sent.append)
-    controller.connection_changed("disconnected", "MrFlow daemon not reachable. Start it with `mrflow serve`.")
+    controller.connection_changed(
+        "disconnected", "MrFlow daemon not reachable. Start it with `mrflow serve`."
+    )
     document = painted_document(krita)
     with pytest.raises(JobRefused, match="mrflow serve"):
         controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
 
 
-def test_daemon_error_fails_the_job_and_removes_its_preview(krita: Krita, controller: Controller) -> None:
+def test_daemon_error_fails_the_job_and_removes_its_preview(
+    krita: Krita, controller: Controller
+) -> None:
     document = painted_document(krita)
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
-    controller.handle(m.Preview(job_id=job.id, step=1, total=2, image=png((0, 0, 0), (8, 8)), format="png", width=8, height=8))
+    controller.handle(
+        m.Preview(
+            job_id=job.id,
+            step=1,
+            total=2,
+            image=png((0, 0, 0), (8, 8)),
+            format="png",
+            width=8,
+            height=8,
+        )
+    )
     assert len(document.topLevelNodes()) == 2
-    controller.handle(m.Error(code="out_of_memory", message="the GPU ran out of memory", job_id=job.id))
+    controller.handle(
+        m.Error(code="out_of_memory", message="the GPU ran out of memory", job_id=job.id)
+    )
     assert job.state is JobState.FAILED and "ran out of memory" in controller.last_error
     assert [node.name() for node in document.topLevelNodes()] == ["Background"]
     controller.handle(m.Error(code="invalid_field", message="9 is below 16", field="width"))
@@ -197,7 +280,17 @@ def test_cancel_and_discard(krita: Krita, controller: Controller, sent: Sent) ->
     document = painted_document(krita)
     adapter = DocumentAdapter(document)
     first = controller.start(adapter, JobKind.FILL_CANVAS, JobParams("one"))
-    controller.handle(m.Preview(job_id=first.id, step=1, total=2, image=png((0, 0, 0), (8, 8)), format="png", width=8, height=8))
+    controller.handle(
+        m.Preview(
+            job_id=first.id,
+            step=1,
+            total=2,
+            image=png((0, 0, 0), (8, 8)),
+            format="png",
+            width=8,
+            height=8,
+        )
+    )
     controller.cancel(first.id)
     assert sent.of(m.Cancel)[0].job_id == first.id and first.state is JobState.CANCELLED
     assert len(document.topLevelNodes()) == 1
@@ -225,7 +318,9 @@ def test_history_apply_again_and_delete(krita: Krita, controller: Controller) ->
     assert controller.history[adapter.key] == []
 
 
-def test_closing_a_document_cancels_its_jobs(krita: Krita, controller: Controller, sent: Sent) -> None:
+def test_closing_a_document_cancels_its_jobs(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
     kept, closed = painted_document(krita), painted_document(krita)
     keep_job = controller.start(DocumentAdapter(kept), JobKind.FILL_CANVAS, JobParams("a"))
     close_job = controller.start(DocumentAdapter(closed), JobKind.FILL_CANVAS, JobParams("b"))
@@ -235,8 +330,12 @@ def test_closing_a_document_cancels_its_jobs(krita: Krita, controller: Controlle
     assert keep_job.id in controller.jobs and close_job.id not in controller.jobs
 
 
-def test_reconnecting_reattaches_to_unfinished_jobs(krita: Krita, controller: Controller, sent: Sent) -> None:
-    job = controller.start(DocumentAdapter(painted_document(krita)), JobKind.FILL_CANVAS, JobParams("a"))
+def test_reconnecting_reattaches_to_unfinished_jobs(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
+    job = controller.start(
+        DocumentAdapter(painted_document(krita)), JobKind.FILL_CANVAS, JobParams("a")
+    )
     controller.connection_changed("disconnected", "daemon down")
     assert not controller.connected
     controller.connection_changed("connected", "", welcome())

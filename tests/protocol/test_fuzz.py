@@ -14,7 +14,17 @@ from typing import Any
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mrflow_protocol import MESSAGE_TYPES, Limits, Message, ProtocolError, Unknown, decode, encode
+from mrflow_protocol import (
+    MESSAGE_TYPES,
+    Hello,
+    Limits,
+    Message,
+    ProtocolError,
+    ServerSession,
+    Unknown,
+    decode,
+    encode,
+)
 from mrflow_protocol.examples import examples
 
 FRAMES = [encode(message) for message in examples()]
@@ -22,7 +32,7 @@ WIRE_MAPS = [msgpack.unpackb(frame, raw=False) for frame in FRAMES]
 LIMITS = Limits(max_frame_bytes=1 << 20, max_image_side=2048)
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=200,
     deadline=1000,  # milliseconds per example: a hang or a pathological input fails the test
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -121,3 +131,15 @@ def test_deeply_nested_input_is_refused_quickly() -> None:
 def test_huge_declared_lengths_with_little_data_are_refused_quickly() -> None:
     for header in (b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff"):
         assert decode_safely(header + b"\x00" * 16) is None
+
+
+@FUZZ
+@given(st.binary(max_size=512) | st.sampled_from(FRAMES), st.booleans())
+def test_server_session_refuses_anything_with_a_protocol_error(frame: bytes, greeted: bool) -> None:
+    session = ServerSession(token="secret", limits=LIMITS)
+    if greeted:
+        session.receive(encode(Hello(client="fuzz", token="secret")))
+    try:
+        session.receive(frame)
+    except ProtocolError as error:
+        assert error.fatal == (not greeted)  # before the hello, every refusal closes

@@ -64,9 +64,10 @@ class ArchPreset:
     @property
     def rope_axes(self) -> tuple[int, int, int]:
         """FLUX splits each head's rotary dims 1:3.5:3.5 over (text index, row, column): 16/56/56 of 128."""
-        first = self.head_dim // 8
-        rest = (self.head_dim - first) // 2
-        return (first, rest, self.head_dim - first - rest)
+        # Each axis needs an even number of dims (rotary pairs).
+        first = max(2, self.head_dim // 16 * 2)
+        rows = (self.head_dim - first) // 4 * 2
+        return (first, rows, self.head_dim - first - rows)
 
     def summary(self) -> str:
         return (
@@ -104,27 +105,65 @@ ARCHES: dict[str, ArchPreset] = {
     a.name: a
     for a in (
         ArchPreset(
-            "tiny", "for tests: runs in seconds", 1, 2, 2, 16, (8, 8, 16, 16), 1,
-            _small_clip(32, 1), _small_t5(32, 1),
+            "tiny",
+            "for tests: runs in seconds",
+            1,
+            2,
+            2,
+            16,
+            (8, 8, 16, 16),
+            1,
+            _small_clip(32, 1),
+            _small_t5(32, 1),
         ),
         ArchPreset(
-            "small", "a quick CPU check", 2, 4, 4, 64, (16, 16, 32, 32), 1,
-            _small_clip(64, 2), _small_t5(64, 2),
+            "small",
+            "a quick CPU check",
+            2,
+            4,
+            4,
+            64,
+            (16, 16, 32, 32),
+            1,
+            _small_clip(64, 2),
+            _small_t5(64, 2),
         ),
         ArchPreset(
             # The shape ARCHITECTURE.md measured: ~0.9 s/step at 512 px, ~5.8 s at 1024 on 2 cores.
             # VAE widths scaled with the hidden size so the VAE costs about what it does next to
             # the real transformer (a 1024 decode ~ 1/6 of a 1024 step).
-            "medium", "the CPU benchmark: native 50 steps at 1024 in about 5 minutes on 2 cores",
-            4, 8, 4, 128, (16, 32, 64, 64), 2, _small_clip(128, 2), _small_t5(128, 2),
+            "medium",
+            "the CPU benchmark: native 50 steps at 1024 in about 5 minutes on 2 cores",
+            4,
+            8,
+            4,
+            128,
+            (16, 32, 64, 64),
+            2,
+            _small_clip(128, 2),
+            _small_t5(128, 2),
         ),
         ArchPreset(
-            "large", "a mid-size GPU model (about 1/10 of FLUX.1-dev)", 8, 16, 8, 128,
-            (32, 64, 128, 128), 2, _small_clip(256, 4), _small_t5(512, 4),
+            "large",
+            "a mid-size GPU model (about 1/10 of FLUX.1-dev)",
+            8,
+            16,
+            8,
+            128,
+            (32, 64, 128, 128),
+            2,
+            _small_clip(256, 4),
+            _small_t5(512, 4),
         ),
         ArchPreset(
-            "flux-dev", "the real FLUX.1-dev shapes: 12B transformer, T5-XXL, CLIP-L, FLUX VAE",
-            19, 38, 24, 128, (128, 256, 512, 512), 2,
+            "flux-dev",
+            "the real FLUX.1-dev shapes: 12B transformer, T5-XXL, CLIP-L, FLUX VAE",
+            19,
+            38,
+            24,
+            128,
+            (128, 256, 512, 512),
+            2,
             {
                 "vocab_size": 49408,
                 "hidden_size": 768,
@@ -215,13 +254,29 @@ def materialize(module: Any, device: Any, dtype: Any) -> Any:
             else:
                 data.zero_()
             submodule._parameters[name] = torch.nn.Parameter(data, requires_grad=False)
-    return module.to(device=device, dtype=dtype)
+        for name, buffer in list(submodule._buffers.items()):
+            if buffer is not None:
+                # Float buffers follow the model's dtype, as from_pretrained(dtype=...) does.
+                target = dtype if buffer.is_floating_point() else buffer.dtype
+                submodule._buffers[name] = buffer.to(device=device, dtype=target)
+    if callable(getattr(module, "tie_weights", None)):
+        # transformers ties shared embeddings (T5's `shared` and `encoder.embed_tokens`) in
+        # its normal constructor but not when built with empty weights; tie them as loading does.
+        module.tie_weights()
+    return module
 
 
-def build_flux_pipeline(arch: ArchPreset, device: str = "cpu", dtype: Any = None, seed: int = 0) -> Any:
+def build_flux_pipeline(
+    arch: ArchPreset, device: str = "cpu", dtype: Any = None, seed: int = 0
+) -> Any:
     """A `FluxPipeline` of `arch` shapes with random weights on `device` in `dtype`."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from mrflow_daemon.engine.tiny_model import FLUX_DEV_SCHEDULER, _clip_tokenizer, _t5_tokenizer
@@ -245,7 +300,9 @@ def build_flux_pipeline(arch: ArchPreset, device: str = "cpu", dtype: Any = None
         is_encoder_decoder=False,
         use_cache=False,
     )
-    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+    with torch.random.fork_rng(
+        devices=[torch.device(device)] if torch.device(device).type == "cuda" else []
+    ):
         torch.manual_seed(seed)
         parts = {
             "transformer": lambda: FluxTransformer2DModel(**transformer_config(arch)),
@@ -254,7 +311,10 @@ def build_flux_pipeline(arch: ArchPreset, device: str = "cpu", dtype: Any = None
             "vae": lambda: AutoencoderKL(**vae_config(arch)),
         }
         # Largest first: on a GPU each part is allocated straight in `dtype`, no fp32 copy.
-        built = {name: materialize(build_on_meta(factory), device, dtype) for name, factory in parts.items()}
+        built = {
+            name: materialize(build_on_meta(factory), device, dtype)
+            for name, factory in parts.items()
+        }
     for module in built.values():
         module.eval()
     return FluxPipeline(

@@ -122,9 +122,9 @@ def recipe_cost(model: ModelCost, recipe: Recipe, width: int, height: int) -> Co
         other = None if decode is None else model.text_flops + decode
         return CostBreakdown(recipe.steps * shape.step_flops(width, height), other)
     low_w, low_h = width // recipe.scale, height // recipe.scale
-    transformer = recipe.steps * shape.step_flops(low_w, low_h) + recipe.refine_steps * shape.step_flops(
-        width, height
-    )
+    transformer = recipe.steps * shape.step_flops(
+        low_w, low_h
+    ) + recipe.refine_steps * shape.step_flops(width, height)
     parts = [
         model.vae_decode(low_w, low_h),
         model.upscale(low_w, low_h, recipe.scale),
@@ -176,7 +176,11 @@ def _qwen_vae() -> Any:
 
     with torch.device("meta"):
         return AutoencoderKLQwenImage(
-            base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+            base_dim=96,
+            z_dim=16,
+            dim_mult=[1, 2, 4, 4],
+            num_res_blocks=2,
+            attn_scales=[],
             temperal_downsample=[False, True, True],
         )
 

@@ -45,7 +45,7 @@ from mrflow_daemon.builtin.world import eval_cases, render_batch
 log = logging.getLogger(__name__)
 
 PARTS = ("vae", "upscaler", "transformer")
-UPSCALER_FILE = "upscaler/realesr-shapes-x2.safetensors"
+UPSCALER_FILE = "upscaler/realesr-shapes-x2.safetensors"  # matches builtin.UPSCALER_GLOB
 LOG_EVERY = 25  # steps between train_log.jsonl lines
 
 
@@ -101,9 +101,15 @@ class Trainer:
         time_budget: float | None = None,
         resume: bool = False,
         progress: bool = True,
+        precision: str = "auto",
     ) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}; allowed: auto, fp32, bf16")
+        # Mixed precision: bf16 autocast on CUDA by default; on a CPU only when asked (tests
+        # use it to exercise the GPU run's dtype handling without a GPU).
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.cuda)
         if self.cuda:
             config = for_gpu(config)
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -148,8 +154,8 @@ class Trainer:
         return steps
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _log_line(self, record: dict[str, Any]) -> None:
@@ -506,7 +512,7 @@ class Trainer:
         """Native sampling of held-out prompts with the exported folder, through diffusers."""
         from diffusers import FluxPipeline
 
-        dtype = torch.bfloat16 if self.cuda else torch.float32
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
         pipe = FluxPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
         pipe.set_progress_bar_config(disable=True)
         cases = eval_cases(count, seed=13)

@@ -8,8 +8,9 @@ Pictures are rendered from signed distance functions with a one-pixel anti-alias
 and batched, so training can draw fresh pictures on the GPU as fast as the model eats them, at any
 size and aspect ratio; `render_image` wraps it for one PIL picture.
 
-Colours are chosen far apart: every shape colour is at least ~105 (Euclidean, 0-255 RGB) from every
-background colour and every other shape colour, so the checker can tell them apart after a VAE.
+Colours are chosen far apart: every shape colour is more than 100 (Euclidean, 0-255 RGB) from every
+background colour and every other shape colour (backgrounds are more than 80 apart), so the checker
+can tell them apart after a VAE.
 """
 
 from __future__ import annotations

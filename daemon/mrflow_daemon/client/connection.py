@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from mrflow_protocol import (
-    DEFAULT_PORT,
     JOB_EVENTS,
     Cancel,
     ClientSession,
     Error,
     GetResult,
     GetStatus,
+    Limits,
     ListModels,
     LoadModel,
     LoraRef,
@@ -118,7 +118,8 @@ class Client:
         self._session = ClientSession(
             client_name=client_name, token=token if token is not None else read_token(token_file)
         )
-        self._lock = threading.Lock()  # guards the three maps below and sending
+        self._lock = threading.Lock()  # guards the maps below (held only briefly)
+        self._send_lock = threading.Lock()  # one frame at a time, never blocking the reader
         self._jobs: dict[str, Job] = {}
         self._pending: dict[str, concurrent.futures.Future[Message]] = {}
         self._status_callbacks: list[StatusCallback] = []
@@ -134,7 +135,7 @@ class Client:
 
     def _open(self) -> ClientConnection:
         try:
-            return ws_connect(
+            connection = ws_connect(
                 self.url,
                 open_timeout=self.timeout,
                 max_size=None,  # the daemon's limits apply to what we send; its replies are trusted
@@ -159,6 +160,9 @@ class Client:
             raise DaemonUnavailable(
                 f"no MrFlow daemon at {self.url} — start it with `mrflow serve` ({exc})"
             ) from None
+        # Entered as a context manager (closed by `close()`), as websockets asks of long-lived
+        # connections.
+        return connection.__enter__()
 
     def _handshake(self) -> Welcome:
         try:
@@ -200,7 +204,7 @@ class Client:
 
     def _send(self, message: Message) -> None:
         frame = encode(message)
-        with self._lock:
+        with self._send_lock:
             if self._closed_reason is not None:
                 raise DaemonUnavailable(
                     f"the connection to {self.url} is closed: {self._closed_reason}"
@@ -240,7 +244,9 @@ class Client:
         with self._lock:
             future = self._pending.pop(request_id, None) if request_id else None
             job = self._jobs.get(job_id) if job_id and future is None else None
-            callbacks = list(self._status_callbacks) if isinstance(message, Status) else []
+            # A status answering a request is returned by it; pushed ones go to subscribers.
+            pushed = isinstance(message, Status) and future is None
+            callbacks = list(self._status_callbacks) if pushed else []
         if future is not None:
             future.set_result(message)
         elif job is not None and isinstance(message, JOB_EVENTS):
@@ -444,9 +450,6 @@ class Client:
                 raise
 
     @property
-    def limits(self) -> Any:
+    def limits(self) -> Limits:
+        """What the daemon accepts (from its welcome); requests are checked against it."""
         return self.welcome.limits
-
-    @staticmethod
-    def default_url(port: int = DEFAULT_PORT) -> str:
-        return default_url(port=port)

@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a diffusers folder (FLUX.1 dev/schnell or Qwen-Image) or a Hugging Face id; "
         "default: the built-in tiny model",
     )
-    model.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
+    model.add_argument(
+        "--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)"
+    )
     model.add_argument(
         "--dtype",
         default=None,
@@ -69,11 +71,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--negative-prompt", default="", help="what to avoid (used by true-CFG models: Qwen-Image)"
     )
-    what.add_argument("--width", type=int, default=None, help="output width in pixels (default: the input image's, else 1024)")
-    what.add_argument("--height", type=int, default=None, help="output height in pixels (default: the input image's, else 1024)")
-    what.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same image (default: random, printed)")
     what.add_argument(
-        "--image", type=Path, default=None, help="input image: img2img, or inpaint together with --mask"
+        "--width",
+        type=int,
+        default=None,
+        help="output width in pixels (default: the input image's, else 1024)",
+    )
+    what.add_argument(
+        "--height",
+        type=int,
+        default=None,
+        help="output height in pixels (default: the input image's, else 1024)",
+    )
+    what.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed; the same seed gives the same image (default: random, printed)",
+    )
+    what.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="input image: img2img, or inpaint together with --mask",
     )
     what.add_argument(
         "--mask",
@@ -95,21 +115,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(PRESETS),
         help=f"named settings, see `mrflow presets` (default: {DEFAULT_PRESET})",
     )
-    sampling.add_argument("--steps", type=int, default=None, help="stage-1 (low-res) steps N1; for native, all steps")
-    sampling.add_argument("--refine-steps", type=int, default=None, help="full-size refine Euler steps N2")
     sampling.add_argument(
-        "--refine-sigma", type=float, default=None, help="noise level the upscaled image is re-noised to (0.12-0.25)"
+        "--steps", type=int, default=None, help="stage-1 (low-res) steps N1; for native, all steps"
     )
     sampling.add_argument(
-        "--scale", type=int, default=None, choices=[2, 4], help="stage 1 runs at 1/scale of the target size"
+        "--refine-steps", type=int, default=None, help="full-size refine Euler steps N2"
     )
     sampling.add_argument(
-        "--guidance", type=float, default=None, help="guidance scale (FLUX dev: embedded, 3.5; Qwen-Image: true CFG, 4.0)"
+        "--refine-sigma",
+        type=float,
+        default=None,
+        help="noise level the upscaled image is re-noised to (0.12-0.25)",
     )
-    sampling.add_argument("--max-side", type=int, default=2048, help="largest allowed width or height (default 2048)")
+    sampling.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        choices=[2, 4],
+        help="stage 1 runs at 1/scale of the target size",
+    )
+    sampling.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale (FLUX dev: embedded, 3.5; Qwen-Image: true CFG, 4.0)",
+    )
+    sampling.add_argument(
+        "--max-side", type=int, default=2048, help="largest allowed width or height (default 2048)"
+    )
 
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, default=Path("mrflow.png"), help="where to write the image (default: mrflow.png)")
+    output.add_argument(
+        "--out",
+        type=Path,
+        default=Path("mrflow.png"),
+        help="where to write the image (default: mrflow.png)",
+    )
     output.add_argument(
         "--save-stages",
         type=Path,
@@ -117,7 +158,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="also write every step preview, lowres.png and upscaled.png into DIR",
     )
-    output.add_argument("--plan", action="store_true", help="print the plan (sizes, sigmas, seeds) before running")
+    output.add_argument(
+        "--plan", action="store_true", help="print the plan (sizes, sigmas, seeds) before running"
+    )
     output.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -157,11 +200,16 @@ class StageProgress:
         )
 
         if isinstance(event, StageStarted) and not self.quiet:
-            totals = {Stage.STRUCTURE: self.plan.structure_steps, Stage.REFINE: self.plan.refine_steps}
+            totals = {
+                Stage.STRUCTURE: self.plan.structure_steps,
+                Stage.REFINE: self.plan.refine_steps,
+            }
             total = totals.get(event.stage, 1)
             self.counts_steps = event.stage in totals
             unit = "step" if self.counts_steps else "stage"
-            self.bar = tqdm(total=total, desc=f"{event.stage.value:<13}", unit=unit, leave=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=total, desc=f"{event.stage.value:<13}", unit=unit, leave=True, file=sys.stderr
+            )
         elif isinstance(event, (StepPreview, StepProgress)):
             if self.bar is not None:
                 self.bar.update(1)
@@ -240,7 +288,9 @@ def run(args: argparse.Namespace) -> int:
             max_side=args.max_side,
         )
         plan = engine.plan(request)
-        print(f"{engine.model_name} ({engine.family}) on {engine.device}, {str(engine.dtype).removeprefix('torch.')}")
+        print(
+            f"{engine.model_name} ({engine.family}) on {engine.device}, {str(engine.dtype).removeprefix('torch.')}"
+        )
         if args.plan:
             print(plan.describe())
         if args.save_stages is not None:

@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="architecture: flux (FLUX.1-dev, embedded guidance), flux-schnell (no guidance input) "
         "or qwen (Qwen-Image, true CFG) (default: flux)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights (default: 0)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ from mrflow_daemon.engine.presets import DEFAULT_PRESET, PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--names", action="store_true", help="print only the preset names, one per line")
+    parser.add_argument(
+        "--names", action="store_true", help="print only the preset names, one per line"
+    )
 
 
 def format_presets() -> str:
@@ -28,7 +30,9 @@ def format_presets() -> str:
             f"{preset.name:<9} {steps:>5} {refine:>6} {sigma:>6} {scale:>5}  {preset.description}{default}"
         )
     lines.append("")
-    lines.append("steps: low-res (stage 1) steps, 'model' = the model's own default (50; 4 for schnell)")
+    lines.append(
+        "steps: low-res (stage 1) steps, 'model' = the model's own default (50; 4 for schnell)"
+    )
     lines.append("refine/sigma: Euler steps from sigma to 0 at full size after the GAN upscale")
     return "\n".join(lines)
 

@@ -30,17 +30,28 @@ from mrflow_daemon.engine.errors import (
     UnsupportedModelError,
 )
 from mrflow_daemon.engine.events import CancelToken, Listener, ignore
-from mrflow_daemon.engine.families import family_info, make_adapter, pipeline_class
+from mrflow_daemon.engine.families import (
+    family_info,
+    family_of_pipeline,
+    make_adapter,
+    pipeline_class,
+)
 from mrflow_daemon.engine.families.base import FamilyAdapter
-from mrflow_daemon.engine.plan import FamilyInfo, Plan, resolve_plan
+from mrflow_daemon.engine.plan import SEED_LIMIT, FamilyInfo, Plan, resolve_plan
 from mrflow_daemon.engine.request import GenerationRequest, LoraSpec
 from mrflow_daemon.engine.result import GenerationResult, LowResCandidate
 from mrflow_daemon.engine.sampler import StagedSampler, UpscalerLike
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -60,7 +71,9 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
             return DTYPES[requested.lower()]
         except KeyError:
             allowed = ", ".join(DTYPES)
-            raise InvalidRequestError(f"unknown dtype {requested!r}; allowed: {allowed}", field="dtype") from None
+            raise InvalidRequestError(
+                f"unknown dtype {requested!r}; allowed: {allowed}", field="dtype"
+            ) from None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
@@ -176,6 +189,30 @@ class MrFlowEngine:
             default_upscaler=default_upscaler,
         )
 
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipe: Any,
+        upscaler: Any,
+        *,
+        model_name: str | None = None,
+        max_side: int = 2048,
+    ) -> MrFlowEngine:
+        """Wrap a pipeline built in memory (already on its device), e.g. a random-weight
+        model for benchmarks. `upscaler`: an object with `upscale_tensor`."""
+        info = family_of_pipeline(pipe)
+        pipe.set_progress_bar_config(disable=True)
+        adapter = make_adapter(pipe, info)
+        adapter.fit_preview()
+        return cls(
+            adapter,
+            upscaler,
+            model_name=model_name or type(pipe).__name__,
+            device=adapter.device,
+            dtype=adapter.dtype,
+            max_side=max_side,
+        )
+
     @property
     def adapter(self) -> FamilyAdapter:
         if self._adapter is None:
@@ -247,7 +284,9 @@ class MrFlowEngine:
     ) -> list[LowResCandidate]:
         """Stage 1 alone for `count` candidates with seeds seed, seed + 1, ... (cheap)."""
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 64:
-            raise InvalidRequestError(f"count must be an integer from 1 to 64, got {count!r}", field="count")
+            raise InvalidRequestError(
+                f"count must be an integer from 1 to 64, got {count!r}", field="count"
+            )
         plan = self.plan(request)
         if not plan.staged:
             raise InvalidRequestError("explore needs a staged preset, not 'native'", field="preset")
@@ -256,7 +295,8 @@ class MrFlowEngine:
             prompts = sampler.encode_prompts(request, plan)
             candidates = []
             for offset in range(count):
-                seed_plan = self.plan(dataclasses.replace(request, seed=plan.seed + offset))
+                seed = (plan.seed + offset) % SEED_LIMIT
+                seed_plan = self.plan(dataclasses.replace(request, seed=seed))
                 candidates.append(sampler.explore_one(request, seed_plan, prompts))
             return candidates
 

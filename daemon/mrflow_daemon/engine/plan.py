@@ -157,23 +157,30 @@ def calculate_mu(image_seq_len: int, config: dict[str, Any]) -> float:
     base_shift = config.get("base_shift", 0.5)
     max_shift = config.get("max_shift", 1.15)
     slope = (max_shift - base_shift) / (max_len - base_len)
-    return float(image_seq_len * slope + base_shift - slope * base_len)
+    intercept = base_shift - slope * base_len
+    return float(
+        image_seq_len * slope + intercept
+    )  # this order, to match the pipelines bit for bit
 
 
 def structure_scheduler(
-    config: dict[str, Any], base_sigmas: tuple[float, ...], mu: float, start_index: int = 0
+    config: dict[str, Any],
+    base_sigmas: tuple[float, ...],
+    mu: float,
+    start_index: int = 0,
+    device: Any = None,
 ) -> FlowMatchEulerDiscreteScheduler:
     """The stage-1 scheduler: the model's own, set to the plan's sigmas and start step."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
-    scheduler.set_timesteps(sigmas=list(base_sigmas), mu=mu)
+    scheduler.set_timesteps(sigmas=list(base_sigmas), mu=mu, device=device)
     scheduler.set_begin_index(start_index)
     return scheduler
 
 
 def refine_scheduler(
-    config: dict[str, Any], refine_sigmas: tuple[float, ...]
+    config: dict[str, Any], refine_sigmas: tuple[float, ...], device: Any = None
 ) -> FlowMatchEulerDiscreteScheduler:
     """The refine scheduler: the model's scheduler with every shift turned off."""
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -189,14 +196,14 @@ def refine_scheduler(
         invert_sigmas=False,
     )
     # The scheduler appends the terminal 0 itself.
-    scheduler.set_timesteps(sigmas=list(refine_sigmas[:-1]))
+    scheduler.set_timesteps(sigmas=list(refine_sigmas[:-1]), device=device)
     scheduler.set_begin_index(0)
     return scheduler
 
 
 def refine_sigma_list(sigma_start: float, steps: int) -> tuple[float, ...]:
     """`[s, 0]` for one step; linear from s to 0 for more (see the module docstring)."""
-    return tuple(sigma_start * (steps - i) / steps for i in range(steps)) + (0.0,)
+    return (*(sigma_start * (steps - i) / steps for i in range(steps)), 0.0)
 
 
 def derive_refine_seed(seed: int) -> int:
@@ -207,7 +214,7 @@ def derive_refine_seed(seed: int) -> int:
 
 def round_to_multiple(value: float, multiple: int) -> int:
     """Nearest multiple (halves round up), never below one multiple."""
-    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
+    return max(multiple, math.floor(value / multiple + 0.5) * multiple)
 
 
 def _check_int(value: Any, name: str, low: int, high: int, what: str) -> int:
@@ -229,14 +236,13 @@ def _check_float(value: Any, name: str, low: float, high: float, what: str) -> f
 def _check_images(request: GenerationRequest) -> None:
     if request.mask is not None and request.image is None:
         raise InvalidRequestError("a mask needs an input image (image is missing)", field="mask")
-    if request.image is not None and request.mask is not None:
-        if request.mask.size != request.image.size:
-            mw, mh = request.mask.size
-            iw, ih = request.image.size
-            raise InvalidRequestError(
-                f"mask is {mw}x{mh} but the image is {iw}x{ih}; they must have the same size",
-                field="mask",
-            )
+    image, mask = request.image, request.mask
+    if image is not None and mask is not None and mask.size != image.size:
+        raise InvalidRequestError(
+            f"mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height};"
+            " they must have the same size",
+            field="mask",
+        )
 
 
 def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int = 2048) -> Plan:
@@ -275,7 +281,9 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
     _check_int(steps, "steps", 1, MAX_STEPS, f"between 1 and {MAX_STEPS}")
 
     if staged:
-        refine_steps = request.refine_steps if request.refine_steps is not None else preset.refine_steps
+        refine_steps = (
+            request.refine_steps if request.refine_steps is not None else preset.refine_steps
+        )
         _check_int(
             refine_steps, "refine_steps", 1, MAX_REFINE_STEPS, f"between 1 and {MAX_REFINE_STEPS}"
         )
@@ -308,7 +316,9 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
     if request.seed is None:
         seed = secrets.randbelow(SEED_LIMIT)
     else:
-        seed = _check_int(request.seed, "seed", 0, SEED_LIMIT - 1, f"between 0 and {SEED_LIMIT - 1}")
+        seed = _check_int(
+            request.seed, "seed", 0, SEED_LIMIT - 1, f"between 0 and {SEED_LIMIT - 1}"
+        )
 
     # Stage-1 schedule, from the scheduler config alone (the same call the pipelines make).
     config = family.scheduler_config

@@ -1,6 +1,6 @@
 """What a caller asks the engine for. Validated here, before any model runs.
 
-A request names a preset and may override any of its fields; `resolve()`
+A request names a preset and may override any of its fields; `resolve_plan()`
 in `plan.py` turns request + preset + model family into a concrete `Plan`.
 """
 

@@ -40,7 +40,12 @@ from mrflow_daemon.engine.events import (
     StepPreview,
     StepProgress,
 )
-from mrflow_daemon.engine.families.base import FamilyAdapter, PromptEmbeds, pil_to_tensor, tensor_to_pil
+from mrflow_daemon.engine.families.base import (
+    FamilyAdapter,
+    PromptEmbeds,
+    pil_to_tensor,
+    tensor_to_pil,
+)
 from mrflow_daemon.engine.plan import Plan, refine_scheduler, structure_scheduler
 from mrflow_daemon.engine.request import GenerationRequest, Mode
 from mrflow_daemon.engine.result import GenerationResult, LowResCandidate
@@ -65,7 +70,11 @@ def add_noise(clean: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.T
 def feathered_mask(mask: Image.Image, grow: int = FEATHER_GROW) -> Image.Image:
     """Grow the mask by `grow` px and soften its edge by `grow` px more. Inside the original
     mask it stays 255; beyond 2 * grow px it is exactly 0 (a box blur has finite reach)."""
-    grown = mask.convert("L").point(lambda v: 255 if v > 0 else 0).filter(ImageFilter.MaxFilter(2 * grow + 1))
+    grown = (
+        mask.convert("L")
+        .point(lambda v: 255 if v > 0 else 0)
+        .filter(ImageFilter.MaxFilter(2 * grow + 1))
+    )
     return grown.filter(ImageFilter.BoxBlur(grow))
 
 
@@ -115,17 +124,20 @@ class StagedSampler:
 
     # Building blocks ---------------------------------------------------------------------
     def encode_prompts(self, request: GenerationRequest, plan: Plan) -> PromptEmbeds:
-        with self._stage(Stage.TEXT_ENCODE):
+        with self._stage(Stage.TEXT_ENCODE), torch.no_grad():
             return self.adapter.encode_prompt(request.prompt, request.negative_prompt, plan)
 
-    def _inputs(self, request: GenerationRequest, plan: Plan, width: int, height: int) -> _Inputs | None:
+    def _inputs(
+        self, request: GenerationRequest, plan: Plan, width: int, height: int
+    ) -> _Inputs | None:
         if request.image is None:
             return None
         image = request.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
         latents = self.adapter.encode(pil_to_tensor(image))
         token_mask = None
         if request.mask is not None:
-            mask = request.mask.convert("L").resize((width, height), Image.Resampling.NEAREST)
+            # Area resampling keeps any partly covered pixel non-zero, so thin strokes survive.
+            mask = request.mask.convert("L").resize((width, height), Image.Resampling.BOX)
             token_mask = self.adapter.token_mask(mask)
         return _Inputs(latents, token_mask)
 
@@ -143,13 +155,15 @@ class StagedSampler:
     ) -> torch.Tensor:
         """Stage 1 (or the whole native run): the model's own schedule, one preview per step."""
         width, height = plan.lowres_width, plan.lowres_height
-        with self._stage(Stage.STRUCTURE):
+        with self._stage(Stage.STRUCTURE), torch.no_grad():
             adapter = self.adapter
             generator = torch.Generator("cpu").manual_seed(plan.seed)
             noise = adapter.noise(width, height, generator)
             inputs = self._inputs(request, plan, width, height)
             config = adapter.info.scheduler_config
-            scheduler = structure_scheduler(config, plan.base_sigmas, plan.mu, plan.start_index)
+            scheduler = structure_scheduler(
+                config, plan.base_sigmas, plan.mu, plan.start_index, device=adapter.device
+            )
             timesteps = scheduler.timesteps[plan.start_index :]
             sigmas = plan.sigmas
             latents = noise if inputs is None else add_noise(inputs.latents, noise, sigmas[0])
@@ -157,11 +171,10 @@ class StagedSampler:
             for index, timestep in enumerate(timesteps):
                 self.cancel.raise_if_cancelled()
                 step_start = time.perf_counter()
-                with torch.no_grad():
-                    velocity = adapter.velocity(latents, timestep, prompts, plan, width, height)
-                    predicted_clean = latents.float() - sigmas[index] * velocity.float()
-                    latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
-                    latents = self._keep_outside(latents, inputs, noise, sigmas[index + 1])
+                velocity = adapter.velocity(latents, timestep, prompts, plan, width, height)
+                predicted_clean = latents.float() - sigmas[index] * velocity.float()
+                latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+                latents = self._keep_outside(latents, inputs, noise, sigmas[index + 1])
                 preview = adapter.preview(predicted_clean, width, height)
                 self._sync()
                 seconds = time.perf_counter() - step_start
@@ -203,18 +216,19 @@ class StagedSampler:
         inputs: _Inputs | None,
     ) -> torch.Tensor:
         """Stage 5: Euler steps from sigma_start to 0 at full size, no shift."""
-        with self._stage(Stage.REFINE):
-            scheduler = refine_scheduler(self.adapter.info.scheduler_config, plan.refine_sigmas)
+        with self._stage(Stage.REFINE), torch.no_grad():
+            scheduler = refine_scheduler(
+                self.adapter.info.scheduler_config, plan.refine_sigmas, device=self.adapter.device
+            )
             total = len(scheduler.timesteps)
             for index, timestep in enumerate(scheduler.timesteps):
                 self.cancel.raise_if_cancelled()
                 step_start = time.perf_counter()
-                with torch.no_grad():
-                    velocity = self.adapter.velocity(
-                        latents, timestep, prompts, plan, plan.width, plan.height
-                    )
-                    latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
-                    latents = self._keep_outside(latents, inputs, noise, plan.refine_sigmas[index + 1])
+                velocity = self.adapter.velocity(
+                    latents, timestep, prompts, plan, plan.width, plan.height
+                )
+                latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+                latents = self._keep_outside(latents, inputs, noise, plan.refine_sigmas[index + 1])
                 self._sync()
                 seconds = time.perf_counter() - step_start
                 self.listener(StepProgress(Stage.REFINE, index + 1, total, seconds))
@@ -258,7 +272,9 @@ class StagedSampler:
         start: float,
     ) -> GenerationResult:
         """Stages 2-6 from stage-1 latents."""
-        lowres = self.decode(lowres_latents, plan.lowres_width, plan.lowres_height, Stage.DECODE_LOWRES)
+        lowres = self.decode(
+            lowres_latents, plan.lowres_width, plan.lowres_height, Stage.DECODE_LOWRES
+        )
         lowres_image = tensor_to_pil(lowres)
         self.listener(StageImage("lowres", lowres_image))
         upscaled = self.upscale(lowres, plan)

@@ -72,7 +72,8 @@ def _byte_alphabet() -> list[str]:
     return [chr(c) for c in codes]
 
 
-def _clip_tokenizer():  # type: ignore[no-untyped-def]
+def byte_level_clip_tokenizer():  # type: ignore[no-untyped-def]
+    """A CLIP tokenizer whose vocabulary is the 256 bytes (no merges): every byte is a token."""
     from transformers import CLIPTokenizer
 
     specials = ["<|startoftext|>", "<|endoftext|>"]
@@ -83,13 +84,16 @@ def _clip_tokenizer():  # type: ignore[no-untyped-def]
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _t5_tokenizer():  # type: ignore[no-untyped-def]
+def character_t5_tokenizer():  # type: ignore[no-untyped-def]
+    """A T5 unigram tokenizer over single ASCII characters (and their word-start forms)."""
     from transformers import T5TokenizerFast
 
     pieces = ["<pad>", "</s>", "<unk>", "▁"]
     chars = string.ascii_letters + string.digits + string.punctuation
     pieces += [c for c in chars] + ["▁" + c for c in chars]
-    vocab = [(piece, 0.0 if index < 3 else -float(len(piece))) for index, piece in enumerate(pieces)]
+    vocab = [
+        (piece, 0.0 if index < 3 else -float(len(piece))) for index, piece in enumerate(pieces)
+    ]
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
@@ -104,7 +108,8 @@ QWEN_SPECIAL_TOKENS = [
 ]
 
 
-def _qwen_tokenizer():  # type: ignore[no-untyped-def]
+def byte_level_qwen_tokenizer():  # type: ignore[no-untyped-def]
+    """A Qwen2 tokenizer over the 256 bytes plus the chat-template special tokens."""
     from tokenizers import AddedToken
     from transformers import Qwen2TokenizerFast
 
@@ -125,8 +130,8 @@ def _flux_pipeline(schnell: bool):  # type: ignore[no-untyped-def]
     )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    clip_tokenizer = _clip_tokenizer()
-    t5_tokenizer = _t5_tokenizer()
+    clip_tokenizer = byte_level_clip_tokenizer()
+    t5_tokenizer = character_t5_tokenizer()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(clip_tokenizer),
@@ -204,7 +209,7 @@ def _qwen_pipeline():  # type: ignore[no-untyped-def]
     )
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    tokenizer = _qwen_tokenizer()
+    tokenizer = byte_level_qwen_tokenizer()
     special = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     hidden = 32
     config = Qwen2_5_VLConfig(
@@ -266,6 +271,11 @@ def _qwen_pipeline():  # type: ignore[no-untyped-def]
     )
 
 
+# The names these had before they were public (other modules import them).
+_clip_tokenizer = byte_level_clip_tokenizer
+_t5_tokenizer = character_t5_tokenizer
+
+
 def make_tiny_model(path: str | Path, family: str = "flux", seed: int = 0) -> Path:
     """Write a tiny random pipeline of `family` ("flux", "flux-schnell" or "qwen") to `path`.
 
@@ -274,7 +284,9 @@ def make_tiny_model(path: str | Path, family: str = "flux", seed: int = 0) -> Pa
     import torch
 
     if family not in TINY_FAMILIES:
-        raise ValueError(f"unknown tiny model family {family!r}; allowed: {', '.join(TINY_FAMILIES)}")
+        raise ValueError(
+            f"unknown tiny model family {family!r}; allowed: {', '.join(TINY_FAMILIES)}"
+        )
     target = Path(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

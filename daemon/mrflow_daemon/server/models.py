@@ -57,8 +57,14 @@ EngineFactory = Callable[[Path, EngineOptions], Engine]
 
 def load_mrflow_engine(path: Path, options: EngineOptions) -> Engine:
     """The real factory: `MrFlowEngine.from_pretrained` (imported here: torch is heavy)."""
+    import diffusers
+    import transformers
+
     from mrflow_daemon.engine.pipeline import MrFlowEngine
 
+    # A daemon has no terminal to draw loading bars on; they would only litter the log.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     return MrFlowEngine.from_pretrained(
         path,
         device=options.device,

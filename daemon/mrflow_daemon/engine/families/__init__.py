@@ -30,7 +30,13 @@ def flux_dev_info(scheduler_config: dict[str, Any]) -> FamilyInfo:
 def flux_schnell_info(scheduler_config: dict[str, Any]) -> FamilyInfo:
     """FLUX.1-schnell: timestep-distilled, 4 steps, no guidance input."""
     return FamilyInfo(
-        "flux-schnell", scheduler_config, 4, 0.0, uses_guidance=False, true_cfg=False, distilled=True
+        "flux-schnell",
+        scheduler_config,
+        4,
+        0.0,
+        uses_guidance=False,
+        true_cfg=False,
+        distilled=True,
     )
 
 
@@ -43,9 +49,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
-        raise ModelNotFoundError(f"{path} is missing: not a complete diffusers model folder", field="model") from None
+        raise ModelNotFoundError(
+            f"{path} is missing: not a complete diffusers model folder", field="model"
+        ) from None
     except json.JSONDecodeError as exc:
         raise UnsupportedModelError(f"{path} is not valid JSON: {exc}", field="model") from None
+
+
+def family_from_configs(
+    class_name: str,
+    transformer_config: dict[str, Any],
+    scheduler_config: dict[str, Any],
+    where: str = "this model",
+) -> FamilyInfo:
+    """The family of a pipeline class, told apart by its transformer and scheduler configs."""
+    scheduler_config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    if class_name in FLUX_PIPELINES:
+        if transformer_config.get("guidance_embeds", False):
+            return flux_dev_info(scheduler_config)
+        return flux_schnell_info(scheduler_config)
+    if class_name in QWEN_PIPELINES:
+        return qwen_image_info(scheduler_config)
+    raise UnsupportedModelError(
+        f"{where} holds a {class_name or 'unknown'} pipeline; supported: {', '.join(SUPPORTED)}",
+        field="model",
+    )
 
 
 def family_info(folder: str | Path) -> FamilyInfo:
@@ -55,18 +83,23 @@ def family_info(folder: str | Path) -> FamilyInfo:
         raise ModelNotFoundError(f"model folder {root} does not exist", field="model")
     index = _read_json(root / "model_index.json")
     class_name = str(index.get("_class_name", ""))
-    scheduler_config = _read_json(root / "scheduler" / "scheduler_config.json")
-    scheduler_config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
-    if class_name in FLUX_PIPELINES:
-        transformer = _read_json(root / "transformer" / "config.json")
-        if transformer.get("guidance_embeds", False):
-            return flux_dev_info(scheduler_config)
-        return flux_schnell_info(scheduler_config)
-    if class_name in QWEN_PIPELINES:
-        return qwen_image_info(scheduler_config)
-    raise UnsupportedModelError(
-        f"{root} holds a {class_name or 'unknown'} pipeline; supported: {', '.join(SUPPORTED)}",
-        field="model",
+    if class_name not in FLUX_PIPELINES | QWEN_PIPELINES:
+        return family_from_configs(class_name, {}, {}, where=str(root))
+    return family_from_configs(
+        class_name,
+        _read_json(root / "transformer" / "config.json"),
+        _read_json(root / "scheduler" / "scheduler_config.json"),
+        where=str(root),
+    )
+
+
+def family_of_pipeline(pipe: Any) -> FamilyInfo:
+    """The family of an already-built pipeline object (for example one made in memory)."""
+    return family_from_configs(
+        type(pipe).__name__,
+        dict(pipe.transformer.config),
+        dict(pipe.scheduler.config),
+        where=f"the given {type(pipe).__name__}",
     )
 
 

@@ -150,18 +150,29 @@ class FamilyAdapter(ABC):
     def fit_preview(self, seed: int = 0) -> None:
         """Fit the linear latent -> RGB map used for previews, once per loaded model.
 
-        Encodes a few small synthetic images (smooth random colour fields) with
-        the model's own VAE and solves least squares from each latent cell to
-        the mean colour of the pixels it covers. Works for any VAE, real or tiny.
+        Decodes a few small random latents (model-latent space is normalised to
+        about unit variance, so standard normal draws cover it) with the model's
+        own VAE and solves least squares from each latent cell to the mean
+        colour of the pixels it decodes to. The preview is then the best linear
+        guess of what the VAE would show, for any VAE, real or tiny.
         """
         generator = torch.Generator().manual_seed(seed)
-        coarse = torch.rand(PREVIEW_FIT_IMAGES, 3, 4, 4, generator=generator)
-        images = F.interpolate(coarse, size=(PREVIEW_FIT_SIZE,) * 2, mode="bicubic", align_corners=False)
-        images = images.clamp(0, 1)
+        cells = PREVIEW_FIT_SIZE // self.vae_scale_factor
+        shape = (PREVIEW_FIT_IMAGES, self.latent_channels, cells, cells)
+        latents = torch.randn(shape, generator=generator)
         with torch.no_grad():
-            latents = torch.cat([self.unpack(self.encode(img[None]), PREVIEW_FIT_SIZE, PREVIEW_FIT_SIZE) for img in images])
-        cell_colours = F.avg_pool2d(images, self.vae_scale_factor)
-        x = latents.float().cpu().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+            decoded = torch.cat(
+                [
+                    self.decode(
+                        self.pack(one[None].to(self.device, self.dtype)),
+                        PREVIEW_FIT_SIZE,
+                        PREVIEW_FIT_SIZE,
+                    )
+                    for one in latents
+                ]
+            ).cpu()
+        cell_colours = F.avg_pool2d(decoded, self.vae_scale_factor)
+        x = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
         y = cell_colours.permute(0, 2, 3, 1).reshape(-1, 3)
         design = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1)
         solution = torch.linalg.lstsq(design, y).solution

@@ -24,7 +24,9 @@ class FluxAdapter(FamilyAdapter):
             num_images_per_prompt=1,
             max_sequence_length=MAX_SEQUENCE_LENGTH,
         )
-        return PromptEmbeds({"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids})
+        return PromptEmbeds(
+            {"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids}
+        )
 
     def _image_ids(self, width: int, height: int) -> torch.Tensor:
         """(row, column) position of each packed token, for the transformer's RoPE."""

@@ -27,7 +27,9 @@ class QwenImageAdapter(FamilyAdapter):
 
     def encode_prompt(self, prompt: str, negative_prompt: str, plan: Plan) -> PromptEmbeds:
         positive = self._encode_one(prompt)
-        negative = self._encode_one(negative_prompt or EMPTY_NEGATIVE_PROMPT) if plan.true_cfg else None
+        negative = (
+            self._encode_one(negative_prompt or EMPTY_NEGATIVE_PROMPT) if plan.true_cfg else None
+        )
         return PromptEmbeds(positive, negative)
 
     def velocity(
@@ -46,7 +48,11 @@ class QwenImageAdapter(FamilyAdapter):
 
         def call(embeds: dict[str, torch.Tensor | None]) -> torch.Tensor:
             return self.pipe.transformer(
-                hidden_states=latents, timestep=t, img_shapes=img_shapes, return_dict=False, **embeds
+                hidden_states=latents,
+                timestep=t,
+                img_shapes=img_shapes,
+                return_dict=False,
+                **embeds,
             )[0]
 
         cond = call(prompts.positive)

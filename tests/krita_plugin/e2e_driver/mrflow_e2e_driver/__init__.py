@@ -31,7 +31,13 @@ state: dict = {}
 
 
 def step(name: str, **details: object) -> None:
-    report["steps"].append({"t": round(time.monotonic() - state.get("t0", time.monotonic()), 2), "step": name, **details})
+    report["steps"].append(
+        {
+            "t": round(time.monotonic() - state.get("t0", time.monotonic()), 2),
+            "step": name,
+            **details,
+        }
+    )
     write_report()
 
 
@@ -59,8 +65,7 @@ def guarded(function):
 
 
 def docker_widget():
-    window = Krita.instance().activeWindow()
-    for dock in window.dockers():
+    for dock in Krita.instance().dockers():
         if dock.objectName() == "mrflow_docker":
             return dock
     return None
@@ -79,17 +84,29 @@ def begin() -> None:
     window.addView(document)
     background = document.topLevelNodes()[0]
     # A horizontal gradient, so "untouched" is a real check.
-    row = b"".join(bytes([x % 256, 128, 255 - x % 256, 255]) for x in range(WIDTH))
+    row = b"".join(
+        bytes([x * 255 // WIDTH, 128, 255 - x * 255 // WIDTH, 255]) for x in range(WIDTH)
+    )
     background.setPixelData(row * HEIGHT, 0, 0, WIDTH, HEIGHT)
     document.refreshProjection()
     selection = Selection()
     selection.select(*SELECTION, 255)
     document.setSelection(selection)
     state["document"] = document
-    state["background_hash"] = hashlib.sha256(bytes(background.pixelData(0, 0, WIDTH, HEIGHT))).hexdigest()
+    state["background_hash"] = hashlib.sha256(
+        bytes(background.pixelData(0, 0, WIDTH, HEIGHT))
+    ).hexdigest()
     dock = docker_widget()
-    step("document", layers=[n.name() for n in document.topLevelNodes()], docker=dock is not None,
-         plugin_actions=[a for a in ("mrflow_fill_canvas", "mrflow_fill_selection", "mrflow_refine") if app.action(a) is not None])
+    step(
+        "document",
+        layers=[n.name() for n in document.topLevelNodes()],
+        docker=dock is not None,
+        plugin_actions=[
+            a
+            for a in ("mrflow_fill_canvas", "mrflow_fill_selection", "mrflow_refine")
+            if app.action(a) is not None
+        ],
+    )
     if dock is None:
         return finish("the MrFlow docker is not registered")
     dock.show()
@@ -106,13 +123,19 @@ def wait_connected() -> None:
     controller = runtime.controller
     if not controller.connected:
         if time.monotonic() > state["deadline"]:
-            return finish(f"never connected: {controller.connection_state}: {controller.connection_detail}")
+            return finish(
+                f"never connected: {controller.connection_state}: {controller.connection_detail}"
+            )
         QTimer.singleShot(200, wait_connected)
         return
     panel = docker_widget().widget()
     panel.prompt.setPlainText(PROMPT)
-    step("connected", detail=controller.connection_detail, models=[m.name for m in controller.models],
-         size_label=panel.size_label.text())
+    step(
+        "connected",
+        detail=controller.connection_detail,
+        models=[m.name for m in controller.models],
+        size_label=panel.size_label.text(),
+    )
     Krita.instance().action("mrflow_fill_selection").trigger()
     jobs = list(controller.jobs.values())
     step("triggered", jobs=len(jobs), error=controller.last_error)
@@ -131,8 +154,13 @@ def wait_result() -> None:
         state["seen_preview"] = True
         names = [n.name() for n in document.topLevelNodes()]
         preview = document.topLevelNodes()[-1]
-        step("preview", layers=names, locked=preview.locked(), status=job.status_text,
-             active=document.activeNode().name())
+        step(
+            "preview",
+            layers=names,
+            locked=preview.locked(),
+            status=job.status_text,
+            active=document.activeNode().name(),
+        )
     if not job.state.finished:
         if time.monotonic() > state["deadline"]:
             return finish(f"no result in time: {job.status_text}")
@@ -157,11 +185,13 @@ def apply_and_check() -> None:
     alpha_inside = bytes(layer.pixelData(x + w // 4, y + h // 4, w // 2, h // 2))[3::4]
     alpha_outside = bytes(layer.pixelData(0, 0, WIDTH, 16))[3::4]
     report["layers"] = [n.name() for n in nodes]
+    report["active_layer"] = document.activeNode().name()
     report["result_layer"] = {"name": layer.name(), "locked": layer.locked(), "type": layer.type()}
     report["alpha_inside_min"] = min(alpha_inside)
     report["alpha_outside_max"] = max(alpha_outside)
     report["background_untouched"] = (
-        hashlib.sha256(bytes(background.pixelData(0, 0, WIDTH, HEIGHT))).hexdigest() == state["background_hash"]
+        hashlib.sha256(bytes(background.pixelData(0, 0, WIDTH, HEIGHT))).hexdigest()
+        == state["background_hash"]
     )
     report["history"] = len(panel.controller.history.get(panel._current_key() or "", []))
     report["docker_visible"] = docker_widget().isVisible()
@@ -174,6 +204,11 @@ def screenshot() -> None:
     window = Krita.instance().activeWindow().qwindow()
     window.grab().save(str(OUT / "krita-docker.png"))
     report["screenshot"] = str(OUT / "krita-docker.png")
+    # Apply is one undo step: Edit > Undo takes exactly the new layer away.
+    document = state["document"]
+    Krita.instance().action("edit_undo").trigger()
+    document.waitForDone()
+    report["layers_after_undo"] = [n.name() for n in document.topLevelNodes()]
     finish()
 
 

@@ -1,0 +1,28 @@
+"""The built-in model: a small FLUX-architecture pipeline trained on a procedural world of shapes.
+
+world.py draws the world and its caption grammar, checker.py checks pictures against captions,
+train.py trains every part (`mrflow train-builtin`), evaluate.py runs the quality benchmark
+(`mrflow eval`). The trained weights ship in `weights/` (a FluxPipeline folder with the x2
+upscaler in `weights/upscaler/`); see docs/builtin-model.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+UPSCALER_GLOB = "upscaler/*.safetensors"
+
+
+def trained_weights() -> Path | None:
+    """The committed trained model folder, or None when this checkout has none."""
+    return WEIGHTS_DIR if (WEIGHTS_DIR / "model_index.json").is_file() else None
+
+
+def trained_upscaler(model_dir: Path | None = None) -> Path | None:
+    """The x2 upscaler trained with the built-in model (inside its folder), or None."""
+    folder = model_dir or trained_weights()
+    if folder is None:
+        return None
+    found = sorted(folder.glob(UPSCALER_GLOB))
+    return found[0] if found else None

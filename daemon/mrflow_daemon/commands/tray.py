@@ -1,0 +1,59 @@
+"""A tray icon that shows the daemon's state and controls it.
+
+It connects to the daemon (starting `mrflow serve` when none answers), shows idle /
+generating (with the percent) / paused / error / stopped, and offers pause and resume,
+unload models, restart, the log folder, the config file, start at login, and quit (which
+stops the daemon only if the tray started it). Needs PySide6: pip install 'mrflow[tray]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", help="the daemon's websocket URL (default: from the daemon config)"
+    )
+    parser.add_argument(
+        "--no-start",
+        dest="start",
+        action="store_false",
+        help="only connect; do not start a daemon when none answers",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+    except ImportError:
+        print("mrflow tray needs PySide6: pip install 'mrflow[tray]'", file=sys.stderr)
+        return 2
+    from mrflow_protocol import default_url
+
+    from mrflow_daemon.server.config import ConfigError, load_config
+    from mrflow_daemon.tray.app import Tray
+    from mrflow_daemon.tray.controller import DaemonController
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"mrflow tray: {exc}", file=sys.stderr)
+        return 2
+    url = args.url or default_url(config.host, config.port)
+    token_file = Path(config.token_file).expanduser() if config.token_file else None
+    app = QApplication(sys.argv[:1])
+    app.setQuitOnLastWindowClosed(False)
+    if not QSystemTrayIcon.isSystemTrayAvailable():
+        print(
+            "mrflow tray: this desktop has no system tray; the daemon runs without one "
+            "(`mrflow serve`)",
+            file=sys.stderr,
+        )
+    controller = DaemonController(url, token_file=token_file, start_daemon=args.start)
+    tray = Tray(controller)
+    tray.icon.show()
+    controller.start()
+    return app.exec()

@@ -1,0 +1,120 @@
+"""The shape checker: passes ground truth, fails wrong pictures, measures sharpness."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from PIL import ImageFilter
+
+from mrflow_daemon.builtin.checker import check_image, components, edge_width
+from mrflow_daemon.builtin.evaluate import wilson_interval
+from mrflow_daemon.builtin.world import (
+    Shape,
+    eval_cases,
+    make_scene,
+    parse_caption,
+    render_image,
+    sample_placements,
+    sample_scene,
+)
+
+
+def test_ground_truth_passes_at_every_trained_aspect() -> None:
+    rng = random.Random(3)
+    sizes = [(256, 256), (320, 192), (192, 320), (288, 224), (224, 288)]
+    failures = []
+    for index in range(60):
+        scene = sample_scene(rng)
+        width, height = sizes[index % len(sizes)]
+        image = render_image(scene, sample_placements(scene, rng), width, height)
+        if not check_image(image, scene).passed:
+            failures.append(scene.caption())
+    assert failures == []
+
+
+SCENE = make_scene([Shape("red", "circle", "left"), Shape("blue", "square", "top")], "grey")
+
+
+def _picture(scene):  # type: ignore[no-untyped-def]
+    return render_image(scene, sample_placements(scene, random.Random(5)), 256, 256)
+
+
+def test_the_right_picture_passes() -> None:
+    result = check_image(_picture(SCENE), SCENE)
+    assert result.passed
+    assert result.detected_count == 2
+
+
+@pytest.mark.parametrize(
+    ("wrong", "failing"),
+    [
+        ("a green circle on the left and a blue square at the top, grey background", "colour"),
+        ("a red circle on the right and a blue square at the top, grey background", "position"),
+        ("a red triangle on the left and a blue square at the top, grey background", "kind"),
+        ("a red circle on the left, grey background", "count"),
+        ("a red circle on the left and a blue square at the top, beige background", "background"),
+        (
+            "a red circle on the left and a blue square at the top and a white square on the right, grey background",
+            "count",
+        ),
+    ],
+)
+def test_wrong_pictures_fail_the_right_check(wrong: str, failing: str) -> None:
+    if wrong.count(" and ") == 2:  # three shapes are outside the grammar: build the picture by hand
+        scene = make_scene([Shape("white", "square", "right")], "grey")
+        image = np.asarray(_picture(SCENE)).copy()
+        extra = np.asarray(_picture(scene))
+        inside = np.abs(extra.astype(int) - np.array([128, 128, 128])).sum(axis=-1) > 30
+        image[inside] = extra[inside]
+        picture = image
+    else:
+        picture = _picture(parse_caption(wrong))
+    result = check_image(picture, SCENE)
+    assert not result.passed
+    assert result.checks()[failing] is False
+
+
+def test_missing_shape_fails_colour_and_count() -> None:
+    only_red = make_scene([Shape("red", "circle", "left")], "grey")
+    result = check_image(_picture(only_red), SCENE)
+    assert not result.checks()["colour"]
+    assert not result.checks()["count"]
+
+
+def test_blank_picture_fails() -> None:
+    blank = np.full((256, 256, 3), 128, dtype=np.uint8)
+    assert not check_image(blank, SCENE).passed
+
+
+def test_components_separates_blobs() -> None:
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[2:6, 2:6] = True
+    mask[10:18, 10:12] = True
+    mask[10:12, 10:18] = True  # an L: one blob
+    found = components(mask)
+    assert [int(m.sum()) for m in found] == [28, 16]
+
+
+def test_edge_width_tells_blur_from_detail() -> None:
+    case = eval_cases(1)[0]
+    sharp = render_image(case.scene, case.placements(), 256, 256)
+    blurred = sharp.filter(ImageFilter.GaussianBlur(2))
+    noisy = np.asarray(sharp).astype(int) + np.random.default_rng(0).integers(-12, 13, (256, 256, 3))
+    noisy_image = np.clip(noisy, 0, 255).astype(np.uint8)
+    w_sharp = edge_width(sharp, case.scene)
+    w_blur = edge_width(blurred, case.scene)
+    w_noisy = edge_width(noisy_image, case.scene)
+    assert w_sharp is not None and w_blur is not None and w_noisy is not None
+    assert w_sharp < 2.0
+    assert w_blur > 2 * w_sharp
+    assert w_noisy < 1.5 * w_sharp  # noise is not mistaken for blur or for extra sharpness
+
+
+def test_wilson_interval_known_values() -> None:
+    low, high = wilson_interval(80, 100)
+    assert low == pytest.approx(0.7112, abs=1e-3)
+    assert high == pytest.approx(0.8666, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)

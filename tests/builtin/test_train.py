@@ -1,0 +1,88 @@
+"""The built-in model's training code, at a tiny configuration (seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrflow_daemon.builtin.config import get_config
+from mrflow_daemon.builtin.models import make_t5_tokenizer
+from mrflow_daemon.builtin.train import UPSCALER_FILE, Trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    Trainer(get_config("tiny"), out, progress=False).run(quick_check=0)
+    return out
+
+
+def test_tiny_training_writes_a_flux_folder_and_summary(trained: Path) -> None:
+    model = trained / "model"
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxPipeline"
+    assert (model / UPSCALER_FILE).is_file()
+    assert json.loads((model / "transformer" / "config.json").read_text())["guidance_embeds"] is True
+    vae = json.loads((model / "vae" / "config.json").read_text())
+    assert vae["latent_channels"] == 16
+    assert len(vae["block_out_channels"]) == 4  # 8x downsampling
+    assert vae["scaling_factor"] != 1.0  # measured from the trained VAE's latents
+    summary = json.loads((trained / "summary.json").read_text())
+    for part in ("vae", "upscaler", "transformer"):
+        assert summary["parts"][part]["steps"] == 3
+        assert summary["parts"][part]["final_loss"] > 0
+    assert "gt_pass_after_vae" in summary["parts"]["vae"]["metrics"]
+    assert "bicubic_psnr_db" in summary["parts"]["upscaler"]["metrics"]
+
+
+def test_weights_are_saved_in_fp16(trained: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(trained / "model" / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    with safe_open(str(trained / "model" / UPSCALER_FILE), "pt") as f:
+        assert "body.0.weight" in f.keys()  # the key naming spandrel detects as Real-ESRGAN Compact
+
+
+def test_resume_loads_finished_parts_instead_of_retraining(trained: Path) -> None:
+    before = (trained / "checkpoints" / "transformer.pt").stat().st_mtime_ns
+    trainer = Trainer(get_config("tiny"), trained, progress=False, resume=True)
+    trainer.train_vae()
+    trainer.train_upscaler()
+    trainer.train_transformer()
+    assert all(state.step == 3 and state.done for state in trainer.states.values())
+    assert (trained / "checkpoints" / "transformer.pt").stat().st_mtime_ns == before
+
+
+def test_training_is_seeded(tmp_path: Path) -> None:
+    losses = []
+    for run in ("a", "b"):
+        trainer = Trainer(get_config("tiny"), tmp_path / run, progress=False)
+        trainer.train_vae()
+        losses.append(trainer.states["vae"].losses)
+    assert losses[0] == losses[1]
+
+
+def test_t5_tokenizer_reads_words_not_letters() -> None:
+    tokenizer = make_t5_tokenizer(32)
+    ids = tokenizer("a red circle on the left and a blue square at the top, grey background").input_ids
+    assert len(ids) == 17  # 15 words, the comma, </s>
+    assert tokenizer.model_max_length == 32
+
+
+def test_engine_loads_and_runs_the_trained_folder(trained: Path) -> None:
+    engine_module = pytest.importorskip("mrflow_daemon.engine.pipeline")
+    from mrflow_daemon.engine.request import GenerationRequest
+
+    engine = engine_module.MrFlowEngine.from_pretrained(
+        trained / "model", device="cpu", upscaler=trained / "model" / UPSCALER_FILE
+    )
+    assert engine.family == "flux-dev"
+    result = engine.generate(
+        GenerationRequest("a red circle on the left, grey background", 64, 64, preset="paper", steps=2, seed=1)
+    )
+    assert result.image.size == (64, 64)
+    engine.unload()

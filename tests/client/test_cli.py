@@ -1,0 +1,106 @@
+"""`mrflow client ...` against a real daemon: files written, lines printed, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from mrflow_daemon.cli import main
+from mrflow_daemon.commands.client import parse_lora
+from mrflow_protocol import LoraRef
+from PIL import Image
+
+if TYPE_CHECKING:
+    from .conftest import LiveDaemon
+
+
+def client_args(daemon: LiveDaemon, *rest: str) -> list[str]:
+    return ["client", "--url", daemon.url, "--token-file", str(daemon.token_file), *rest]
+
+
+def test_generate_writes_every_preview_stage_image_and_the_result(
+    live_daemon: LiveDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(
+        client_args(
+            live_daemon,
+            "generate",
+            "--prompt", "a red fox in the snow",
+            "--width", "64", "--height", "48",
+            "--steps", "3", "--seed", "11", "--refine-sigma", "0.18",
+            "--out", str(out),
+        )
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    previews = sorted(p.name for p in out.glob("preview-*"))
+    assert [name.split(".")[0] for name in previews] == [
+        "preview-001",
+        "preview-002",
+        "preview-003",
+    ]
+    for name in ("lowres.png", "upscaled.png", "result.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG"
+    with Image.open(out / "result.png") as image:
+        assert image.size == (64, 48)
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["seed"] == 11 and summary["timings"]["total"] > 0
+    assert "structure  1/3" in printed and "done:" in printed
+
+
+def test_img2img_from_a_file(live_daemon: LiveDaemon, tmp_path: Path) -> None:
+    source = tmp_path / "source.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(source)
+    out = tmp_path / "out"
+    args = ["generate", "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2"]
+    args += ["--image", str(source), "--strength", "0.5", "--no-previews", "--out", str(out)]
+    assert main(client_args(live_daemon, *args)) == 0
+    assert (out / "result.png").is_file()
+    assert not list(out.glob("preview-*"))
+
+
+def test_status_models_and_cancel(
+    live_daemon: LiveDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(client_args(live_daemon, "status")) == 0
+    assert "queue" in capsys.readouterr().out
+    assert main(client_args(live_daemon, "models")) == 0
+    listing = capsys.readouterr().out
+    assert "presets:" in listing and "paper" in listing
+    assert main(client_args(live_daemon, "cancel", "--all")) == 0
+
+
+def test_a_refused_request_exits_1_and_names_the_field(
+    live_daemon: LiveDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "--prompt", "x", "--width", "100000", "--out", str(tmp_path)]
+    assert main(client_args(live_daemon, *args)) == 1
+    assert "width" in capsys.readouterr().err
+
+
+def test_no_daemon_exits_3_with_advice(
+    closed_port_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    code = main(["client", "--url", closed_port_url, "--token-file", str(token), "status"])
+    assert code == 3
+    assert "start it with `mrflow serve`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "lora"),
+    [
+        ("impasto", LoraRef(name="impasto")),
+        ("impasto:0.8", LoraRef(name="impasto", weight=0.8)),
+        ("./style.safetensors", LoraRef(path="./style.safetensors")),
+        ("/loras/a.safetensors:-0.5", LoraRef(path="/loras/a.safetensors", weight=-0.5)),
+        (r"C:\loras\b.safetensors", LoraRef(path=r"C:\loras\b.safetensors")),
+    ],
+)
+def test_lora_option(text: str, lora: LoraRef) -> None:
+    assert parse_lora(text) == lora

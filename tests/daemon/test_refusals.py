@@ -1,0 +1,139 @@
+"""Every refusal gets the right error code, while another client's job keeps running and finishes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pytest
+from mrflow_daemon.server.app import Daemon
+from mrflow_protocol.codec import encode
+from mrflow_protocol.messages import Error, GetStatus, Hello, Ping, Pong, Result, Status
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+StartDaemon = Callable[..., Daemon]
+Connect = Callable[..., Any]
+
+LIMITS = {
+    "max_image_side": 256,
+    "max_steps": 200,
+    "max_prompt_length": 100,
+    "max_queued_jobs": 2,
+    "max_frame_bytes": 65536,
+    "allowed_origins": ["http://localhost:5173"],
+}
+
+
+def only_error(replies: list[Any]) -> Error:
+    assert len(replies) == 1 and isinstance(replies[0], Error), replies
+    return replies[0]
+
+
+def test_every_refusal_is_answered_while_a_concurrent_job_completes(
+    start_daemon: StartDaemon, connect: Connect, gate: Any
+) -> None:
+    daemon = start_daemon(**LIMITS)
+    busy = connect(daemon)
+    busy.generate("busy-job", prompt="a lighthouse [hold]", steps=3)
+    gate.wait_reached()  # the job is running, held after its first step
+
+    # -- the handshake ------------------------------------------------------------------
+    for token, words in (("wrong", "wrong token"), ("", "missing token")):
+        refused = connect(daemon, token=token)
+        error = refused.recv(10)
+        assert isinstance(error, Error) and (error.code, error.field) == ("unauthorized", "token")
+        assert words in error.message and str(daemon.config.token_path) in error.message
+        with pytest.raises(ConnectionClosed) as closed:
+            refused.connection.recv(10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+    silent = connect(daemon, hello=False)
+    silent.send(Ping())
+    error = silent.recv(10)
+    assert (
+        isinstance(error, Error)
+        and error.code == "unauthorized"
+        and "must be hello" in error.message
+    )
+
+    future = connect(daemon, hello=False)
+    future.send(Hello(client="from the future", protocol=(2, 0), token=daemon.token))
+    error = future.recv(10)
+    assert isinstance(error, Error) and (error.code, error.field) == (
+        "unsupported_version",
+        "protocol",
+    )
+
+    # A browser page: refused with HTTP 403 before the websocket exists.
+    with pytest.raises(InvalidStatus) as http:
+        ws_connect(daemon.url, origin="https://evil.example").__enter__()
+    assert http.value.response.status_code == 403
+    assert b"origin_refused" in http.value.response.body
+    connect(daemon, origin="http://localhost:5173")  # an allowed origin gets in (with the token)
+
+    # -- frames and requests from an authenticated client -------------------------------
+    client = connect(daemon)
+
+    def refusal(frame: bytes | str) -> Error:
+        return only_error(client.reply_to(frame))
+
+    def generate(**fields: Any) -> bytes:
+        wire = {"type": "generate", "job_id": "j", "prompt": "p", "width": 64, "height": 64}
+        return msgpack.packb({**wire, **fields})
+
+    assert refusal(b"\xc1 not msgpack").code == "malformed_frame"
+    assert refusal(msgpack.packb([1, 2, 3])).code == "malformed_frame"
+    assert refusal("a text frame").code == "malformed_frame"
+    error = refusal(msgpack.packb({"type": "teleport", "request_id": "r7"}))
+    assert (error.code, error.field, error.request_id) == ("unknown_type", "type", "r7")
+    error = refusal(msgpack.packb({"type": "generate", "job_id": "j"}))
+    assert (error.code, error.field, error.job_id) == ("missing_field", "prompt", "j")
+    error = refusal(generate(width="big"))
+    assert (error.code, error.field) == ("invalid_field", "width")
+    error = refusal(generate(width=4096))
+    assert (error.code, error.field) == ("too_large", "width") and "at most 256" in error.message
+    error = refusal(generate(steps=500))
+    assert (error.code, error.field) == ("too_large", "steps") and "at most 200" in error.message
+    error = refusal(generate(prompt="x" * 101))
+    assert (error.code, error.field) == ("too_large", "prompt") and "at most 100" in error.message
+    error = refusal(generate(prompt="x" * 90_000))
+    assert error.code == "too_large" and "at most 65536" in error.message
+    error = refusal(encode(Status(state="idle")))
+    assert (error.code, error.field) == ("unexpected_message", "type")
+
+    # Per-client queue limit: two jobs wait behind the busy one, the third is refused.
+    assert client.reply_to(generate(job_id="q1", steps=1)) == []
+    assert client.reply_to(generate(job_id="q2", steps=1)) == []
+    error = refusal(generate(job_id="q3", steps=1))
+    assert (error.code, error.field, error.job_id) == ("queue_full", "job_id", "q3")
+    assert "at most 2" in error.message
+    error = refusal(generate(job_id="q1", steps=1))
+    assert (error.code, error.field, error.job_id) == ("duplicate_job", "job_id", "q1")
+
+    # The refusals happened while the other client's job was running, and it still finishes.
+    client.send(GetStatus(request_id="now"))
+    status = client.wait_for(lambda m: isinstance(m, Status) and m.request_id == "now")
+    assert (status.state, status.job_id) == ("busy", "busy-job")
+    gate.released.set()
+    events = busy.job_events("busy-job")
+    assert isinstance(events[-1], Result)
+    assert [e.step for e in events if e.type == "preview"] == [1, 2, 3]
+    for job_id in ("q1", "q2"):
+        assert isinstance(client.job_events(job_id)[-1], Result)
+
+
+def test_a_frame_far_over_the_limit_closes_that_connection_only(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon(max_frame_bytes=65536)
+    bystander, flooder = connect(daemon), connect(daemon)
+    flooder.send_raw(b"\x00" * (3 * 65536))  # more than twice the limit is never read
+    with pytest.raises(ConnectionClosed) as closed:
+        flooder.connection.recv(10)
+    assert closed.value.sent is not None or closed.value.rcvd is not None
+    code = (closed.value.rcvd or closed.value.sent).code
+    assert code == 1009
+    bystander.send(Ping(request_id="still-here"))
+    assert isinstance(bystander.wait_for(lambda m: isinstance(m, Pong)), Pong)

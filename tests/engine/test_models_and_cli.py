@@ -1,0 +1,204 @@
+"""Loading (families, errors), LoRAs per request, out-of-memory handling, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mrflow_daemon.cli import main
+from mrflow_daemon.engine import errors
+from mrflow_daemon.engine.families import family_info
+from mrflow_daemon.engine.pipeline import MrFlowEngine
+from mrflow_daemon.engine.request import GenerationRequest, LoraSpec
+from mrflow_daemon.engine.tiny_model import make_tiny_model
+from PIL import Image
+
+FAST_UPSCALER = "realesr-animevideov3"
+
+
+def request(**fields) -> GenerationRequest:
+    defaults = {"prompt": "a red lighthouse", "width": 128, "height": 128, "steps": 2, "seed": 4}
+    return GenerationRequest(**{**defaults, **fields})
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_family_detection_reads_only_configs(tiny_flux_dir, tiny_qwen_dir, tmp_path):
+    assert family_info(tiny_flux_dir).name == "flux-dev"
+    assert family_info(tiny_qwen_dir).name == "qwen-image"
+    schnell = make_tiny_model(tmp_path / "schnell", family="flux-schnell")
+    info = family_info(schnell)
+    assert info.name == "flux-schnell" and not info.uses_guidance and info.default_steps == 4
+
+
+def test_schnell_runs_without_guidance(tmp_path, real_upscaler):
+    folder = make_tiny_model(tmp_path / "schnell", family="flux-schnell")
+    engine = MrFlowEngine.from_pretrained(folder, device="cpu", upscaler=real_upscaler)
+    result = engine.generate(request(preset="turbo", steps=None))
+    assert engine.family == "flux-schnell"
+    assert result.plan.guidance is None and result.plan.refine_sigmas == (0.25, 0.0)
+    assert result.plan.structure_steps == 4 and result.image.size == (128, 128)
+
+
+def test_missing_model_folder(tmp_path):
+    with pytest.raises(errors.ModelNotFoundError) as info:
+        MrFlowEngine.from_pretrained(tmp_path / "nowhere", upscaler=object())
+    assert info.value.field == "model" and "nowhere" in info.value.message
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(errors.ModelNotFoundError) as info:
+        MrFlowEngine.from_pretrained("someone/not-a-cached-model", upscaler=object())
+    assert "someone/not-a-cached-model" in info.value.message
+
+
+def test_unsupported_pipeline(tmp_path):
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text("{}")
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline"})
+    )
+    with pytest.raises(errors.UnsupportedModelError) as info:
+        MrFlowEngine.from_pretrained(tmp_path, upscaler=object())
+    assert "StableDiffusionPipeline" in info.value.message and "FluxPipeline" in info.value.message
+
+
+def test_bad_requests_name_the_field(flux_engine):
+    cases = [
+        (request(width=0), "width"),
+        (request(preset="nope"), "preset"),
+        (request(image=Image.new("RGB", (128, 128)), mask=Image.new("L", (100, 128))), "mask"),
+    ]
+    for bad, field in cases:
+        with pytest.raises(errors.InvalidRequestError) as info:
+            flux_engine.generate(bad)
+        assert info.value.field == field
+
+
+def make_tiny_lora(tiny_flux_dir: Path, out: Path) -> Path:
+    """A random (non-zero) LoRA on the tiny FLUX transformer's attention, saved like a real one."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = FluxTransformer2DModel.from_pretrained(tiny_flux_dir / "transformer")
+    torch.manual_seed(0)
+    transformer.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False
+        )
+    )
+    FluxPipeline.save_lora_weights(
+        out, transformer_lora_layers=get_peft_model_state_dict(transformer)
+    )
+    return out / "pytorch_lora_weights.safetensors"
+
+
+def test_lora_is_attached_for_one_request_then_removed(flux_engine, tiny_flux_dir, tmp_path):
+    lora = make_tiny_lora(tiny_flux_dir, tmp_path / "lora")
+    before = flux_engine.generate(request())
+    with_lora = flux_engine.generate(request(loras=[LoraSpec(lora, 1.0)]))
+    half = flux_engine.generate(request(loras=[LoraSpec(lora, 0.5)]))
+    after = flux_engine.generate(request())
+    assert not np.array_equal(pixels(before.image), pixels(with_lora.image))
+    assert not np.array_equal(pixels(with_lora.image), pixels(half.image))
+    assert np.array_equal(pixels(before.image), pixels(after.image))
+    assert not any(flux_engine.adapter.pipe.get_list_adapters().values())
+
+
+def test_missing_lora_file_is_named(flux_engine, tmp_path):
+    with pytest.raises(errors.InvalidRequestError) as info:
+        flux_engine.generate(request(loras=[LoraSpec(tmp_path / "missing.safetensors")]))
+    assert info.value.field == "loras"
+
+
+def test_out_of_memory_becomes_a_clear_error(flux_engine, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(flux_engine.adapter, "velocity", exhausted)
+    with pytest.raises(errors.OutOfMemoryError) as info:
+        flux_engine.generate(request())
+    assert "--offload" in info.value.message and "smaller size" in info.value.message
+    monkeypatch.undo()
+    assert flux_engine.generate(request()).image.size == (128, 128)
+
+
+def test_unload_frees_the_engine(tiny_qwen_dir, real_upscaler):
+    engine = MrFlowEngine.from_pretrained(tiny_qwen_dir, device="cpu", upscaler=real_upscaler)
+    engine.unload()
+    with pytest.raises(RuntimeError, match="unloaded"):
+        engine.generate(request())
+
+
+def test_cli_make_tiny_model_and_presets(tmp_path, capsys):
+    assert main(["make-tiny-model", str(tmp_path / "q"), "--family", "qwen"]) == 0
+    assert family_info(tmp_path / "q").name == "qwen-image"
+    assert main(["presets"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("paper", "quality", "text", "turbo", "native"):
+        assert name in listing
+
+
+def test_cli_generate_writes_stages_and_timings(tiny_flux_dir, tmp_path, capsys):
+    out, stages = tmp_path / "out.png", tmp_path / "stages"
+    code = main(
+        [
+            "generate", "--model", str(tiny_flux_dir), "--prompt", "a red lighthouse",
+            "--width", "136", "--height", "96", "--steps", "3", "--seed", "9",
+            "--upscaler", FAST_UPSCALER, "--out", str(out), "--save-stages", str(stages), "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert Image.open(out).size == (136, 96)
+    names = sorted(p.name for p in stages.iterdir())
+    assert names == [
+        "final.png",
+        "lowres.png",
+        "preview_001.png",
+        "preview_002.png",
+        "preview_003.png",
+        "upscaled.png",
+    ]
+    report = capsys.readouterr().out
+    for stage in ("text_encode", "structure", "upscale", "refine", "total"):
+        assert stage in report
+    assert "seed 9" in report
+
+
+def test_cli_generate_reports_bad_input(tiny_flux_dir, tmp_path, capsys):
+    code = main(["generate", "--model", str(tiny_flux_dir), "--prompt", "x", "--width", "0",
+                 "--upscaler", FAST_UPSCALER, "--out", str(tmp_path / "o.png")])  # fmt: skip
+    assert code == 2
+    assert "(width)" in capsys.readouterr().err
+    code = main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "x"])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--model", "--prompt", "--negative-prompt", "--width", "--height", "--preset", "--steps",
+                 "--refine-steps", "--refine-sigma", "--scale", "--seed", "--image", "--mask", "--strength",
+                 "--upscaler", "--out", "--save-stages", "--device", "--dtype", "--offload", "--lora"):  # fmt: skip
+        assert flag in text
+
+
+def test_builtin_model_is_made_once(monkeypatch, tmp_path):
+    from mrflow_daemon.engine.builtin import builtin_model_path
+
+    monkeypatch.setenv("MRFLOW_HOME", str(tmp_path))
+    folder = builtin_model_path()
+    assert folder.is_relative_to(tmp_path) and family_info(folder).name == "flux-dev"
+    stamp = (folder / "model_index.json").stat().st_mtime_ns
+    assert (
+        builtin_model_path() == folder and (folder / "model_index.json").stat().st_mtime_ns == stamp
+    )
