@@ -19,7 +19,7 @@ from mrflow_daemon import __version__, paths
 
 from mrflow_installer import autostart, kritarc
 from mrflow_installer.manifest import InstallManifest, ProfileRecord, manifest_path
-from mrflow_installer.payload import PLUGIN, PayloadFile, payload
+from mrflow_installer.payload import PLUGIN, RUNTIME_DIRS, PayloadFile, payload
 from mrflow_installer.platforms import KritaProfile
 
 
@@ -196,6 +196,12 @@ def uninstall(*, dry_run: bool = False) -> Report:
         removed = sum(_remove_file(pykrita / relative, dry_run) for relative in record.files)
         if removed:
             report.add(f"remove the plugin's {removed} files from {pykrita}")
+        for relative in RUNTIME_DIRS:
+            folder = pykrita / relative
+            if folder.is_dir() and str(pykrita / PLUGIN) in manifest.created_dirs:
+                report.add(f"remove the plugin's own {folder}")
+                if not dry_run:
+                    shutil.rmtree(folder)
         _disable_in_kritarc(record, report)
     for label, recorded in (("login entry", manifest.autostart), ("daemon token", manifest.token)):
         if recorded and Path(recorded).is_file():

@@ -24,7 +24,11 @@ VENDOR = PurePosixPath(PLUGIN, "vendor")
 VENDORED = {"msgpack": "msgpack", "websockets": "websockets", "mrflow_protocol": "mrflow"}
 """Vendored import package -> the distribution it comes from (for its licence)."""
 
-_SKIP_DIRS = {"__pycache__", "vendor"}
+_SKIP_DIRS = {"__pycache__", "vendor", "logs"}
+
+RUNTIME_DIRS = (PurePosixPath(PLUGIN, "logs"),)
+"""Folders the plugin itself writes beside its code (mrflow_krita.log): not installed, never
+touched by an upgrade, removed by `mrflow uninstall` together with the plugin."""
 
 
 class PayloadError(RuntimeError):
@@ -87,6 +91,20 @@ def _licence(distribution: str) -> Path | None:
             if located.is_file():
                 return located
     return None
+
+
+def vendored_versions() -> dict[str, tuple[str, str]]:
+    """Vendored distribution -> (its version, the Python versions it supports)."""
+    found = {}
+    for distribution in VENDORED.values():
+        if distribution == "mrflow":
+            continue
+        try:
+            meta = importlib.metadata.metadata(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found[distribution] = (meta["Version"], str(meta.json.get("requires_python") or "any"))
+    return found
 
 
 def payload() -> list[PayloadFile]:

@@ -47,7 +47,7 @@ def round_to_multiple(value: int, multiple: int) -> int:
     """Nearest multiple of `multiple`, never below one multiple (the model needs at least that)."""
     if multiple <= 0:
         raise ValueError(f"size multiple must be positive, got {multiple}")
-    return max(multiple, round(value / multiple) * multiple)
+    return max(multiple, int(value / multiple + 0.5) * multiple)  # halves round up
 
 
 def generation_size(

@@ -17,6 +17,7 @@ layer, remove). Facts this relies on, checked in Krita 5.1.5:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,5 +217,5 @@ def register_docker(docker_id: str, docker_class: type) -> None:
     Krita.instance().addDockWidgetFactory(factory)
 
 
-def on_window_created(callback: object) -> None:
-    Krita.instance().notifier().windowCreated.connect(callback)
+def on_application_closing(callback: Callable[[], None]) -> None:
+    Krita.instance().notifier().applicationClosing.connect(callback)

@@ -10,7 +10,13 @@ import logging
 from typing import Any
 
 from mrflow_krita import deps
-from mrflow_krita.krita_adapter import DockWidget, Extension, register_docker, register_extension
+from mrflow_krita.krita_adapter import (
+    DockWidget,
+    Extension,
+    on_application_closing,
+    register_docker,
+    register_extension,
+)
 from mrflow_krita.log import setup_logging
 from mrflow_krita.qt import QtWidgets
 
@@ -88,3 +94,11 @@ def register() -> None:
     log.info("MrFlow plugin loading (log file %s)", path)
     register_extension(MrFlowExtension)
     register_docker(DOCKER_ID, MrFlowDocker)
+    on_application_closing(_closing)
+
+
+def _closing() -> None:
+    if not _missing():
+        from mrflow_krita.runtime import Runtime
+
+        Runtime.shutdown_if_running()

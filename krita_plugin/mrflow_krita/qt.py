@@ -48,8 +48,3 @@ if not any(_load(name) for name in ([_forced] if _forced else ["PyQt5", "PyQt6",
         + (f"; MRFLOW_QT_API={_forced} is not importable" if _forced else "")
     )
 
-
-def exec_dialog(dialog: Any) -> int:
-    """QDialog.exec_() in PyQt5, exec() everywhere else."""
-    run = getattr(dialog, "exec", None) or dialog.exec_
-    return int(run())

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from collections.abc import Callable
+
+from mrflow_protocol import Message
 
 from mrflow_krita import krita_adapter
 from mrflow_krita.connection import Connection
@@ -22,10 +24,22 @@ log = logging.getLogger(__name__)
 PLUGIN_VERSION = "0.1.0"
 
 
-class Bridge(QtCore.QObject):
-    """Carries connection events from the worker thread to the UI thread."""
+class Bridge(QtCore.QObject):  # type: ignore[misc]
+    """Carries connection events from the worker thread to the UI thread.
+
+    `event` is emitted on the worker thread; `_deliver` is a method of this QObject, which
+    lives on the UI thread, so Qt queues every call to it there.
+    """
 
     event = Signal(object)
+
+    def __init__(self, handler: Callable[[object], None]) -> None:
+        super().__init__()
+        self._handler = handler
+        self.event.connect(self._deliver)
+
+    def _deliver(self, item: object) -> None:
+        self._handler(item)
 
 
 class Runtime:
@@ -34,15 +48,14 @@ class Runtime:
     def __init__(self, store: SettingsStore | None = None) -> None:
         self.store = store or krita_adapter.KritaSettingsStore()
         self.settings = load_settings(self.store)
-        self.bridge = Bridge()
+        self.controller = Controller(self.settings, self._send)
+        self.bridge = Bridge(self.controller.on_connection_event)
         self.connection = Connection(
             self.settings.daemon_url,
             self.read_token,
             f"krita {krita_adapter.krita_version()} / mrflow-krita {PLUGIN_VERSION}"[:64],
             self.bridge.event.emit,
         )
-        self.controller = Controller(self.settings, self.connection.send)
-        self.bridge.event.connect(self.controller.on_connection_event)
         self.params = JobParams(prompt="", negative_prompt=self.settings.negative_prompt)
         self.fixed_seed: int | None = None
         self.last_seed: int | None = None
@@ -52,6 +65,9 @@ class Runtime:
         self.timer.timeout.connect(self.controller.documents_changed)
         self.timer.start()
         self.connection.start()
+
+    def _send(self, message: Message) -> None:
+        self.connection.send(message)
 
     @classmethod
     def get(cls) -> Runtime:
@@ -96,8 +112,12 @@ class Runtime:
 
     def shutdown(self) -> None:
         self.timer.stop()
+        self.controller.cancel_all()
         self.connection.stop()
 
-
-def start_action(kind: JobKind) -> Any:
-    return lambda *_: Runtime.get().start(kind)
+    @classmethod
+    def shutdown_if_running(cls) -> None:
+        """Krita is closing: cancel this session's jobs and close the connection."""
+        if cls._instance is not None:
+            cls._instance.shutdown()
+            cls._instance = None

@@ -68,7 +68,9 @@ def origin_allowed(origin: str | None, allowed: Collection[str]) -> bool:
     Browsers always send Origin; native clients (Krita, GIMP, the tray, the CLI)
     send none. Refusing unknown origins stops any web page the user visits from
     driving the daemon through localhost."""
-    return origin is None or origin in allowed or "*" in allowed
+    if origin is None or "*" in allowed:
+        return True
+    return origin.rstrip("/") in {entry.rstrip("/") for entry in allowed}
 
 
 def unknown_type_error(message: Unknown) -> ProtocolError:

@@ -24,19 +24,22 @@ def live_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon
     from mrflow_daemon.engine.tiny_model import make_tiny_model
 
     home = tmp_path_factory.mktemp("client_daemon")
-    model = make_tiny_model(home / "tiny-flux")
-    config = load_config(
-        home / "no-config.toml",
-        environ={},
-        overrides={
-            "port": 0,
-            "model": str(model),
-            "token_file": str(home / "token"),
-            "log_level": "warning",
-        },
-    )
-    thread = DaemonThread(config)
-    daemon = thread.__enter__()
+    # Session fixtures start before the per-test MRFLOW_HOME: give the start its own home.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MRFLOW_HOME", str(home / "mrflow_home"))
+        model = make_tiny_model(home / "tiny-flux")
+        config = load_config(
+            home / "no-config.toml",
+            environ={},
+            overrides={
+                "port": 0,
+                "model": str(model),
+                "token_file": str(home / "token"),
+                "log_level": "warning",
+            },
+        )
+        thread = DaemonThread(config)
+        daemon = thread.__enter__()
     try:
         yield LiveDaemon(daemon.url, daemon.token, home / "token")
     finally:

@@ -202,3 +202,17 @@ def test_builtin_model_is_made_once(monkeypatch, tmp_path):
     assert (
         builtin_model_path() == folder and (folder / "model_index.json").stat().st_mtime_ns == stamp
     )
+
+
+def test_device_and_dtype_choices_are_checked():
+    from mrflow_daemon.engine.pipeline import pick_device, pick_dtype
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    with pytest.raises(errors.InvalidRequestError) as info:
+        pick_device("gpu")
+    assert info.value.field == "device"
+    with pytest.raises(errors.InvalidRequestError) as info:
+        pick_dtype(torch.device("cpu"), "int8")
+    assert info.value.field == "dtype" and "bf16" in info.value.message

@@ -196,6 +196,9 @@ def test_uninstall_removes_exactly_what_install_added(home: Home) -> None:
     cache = home.pykrita / "mrflow_krita" / "__pycache__"
     cache.mkdir()
     (cache / "deps.cpython-310.pyc").write_bytes(b"\0")
+    # ... and the plugin writes its log beside itself.
+    (home.pykrita / "mrflow_krita" / "logs").mkdir()
+    (home.pykrita / "mrflow_krita" / "logs" / "mrflow_krita.log").write_text("started\n")
 
     assert main(["uninstall"]) == 0
     assert tree(home.root) == before_tree

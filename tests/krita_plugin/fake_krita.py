@@ -340,10 +340,51 @@ class Document:
             node._parent = parent
 
 
+class _Signal:
+    def __init__(self) -> None:
+        self.slots: list[Any] = []
+
+    def connect(self, slot: Any) -> None:
+        self.slots.append(slot)
+
+    def emit(self, *args: Any) -> None:
+        for slot in list(self.slots):
+            slot(*args)
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self.windowCreated = _Signal()
+        self.applicationClosing = _Signal()
+
+
+class Action:
+    def __init__(self, action_id: str, text: str, menu: str) -> None:
+        self.id, self.text, self.menu = action_id, text, menu
+        self.triggered = _Signal()
+
+    def trigger(self) -> None:
+        self.triggered.emit(False)
+
+
+class Window:
+    """What `Extension.createActions` receives."""
+
+    def __init__(self) -> None:
+        self.actions: dict[str, Action] = {}
+
+    def createAction(self, action_id: str, text: str, menu: str = "tools/scripts") -> Action:
+        self.actions[action_id] = Action(action_id, text, menu)
+        return self.actions[action_id]
+
+
 class Krita:
     _instance: Krita | None = None
 
     def __init__(self) -> None:
+        self.extensions: list[Any] = []
+        self.dock_factories: list[Any] = []
+        self._notifier = Notifier()
         self._documents: list[Document] = []
         self._active: Document | None = None
         self._settings: dict[tuple[str, str], str] = {}
@@ -389,6 +430,16 @@ class Krita:
     def setBatchmode(self, value: bool) -> None:
         self.batchmode = value
 
+    def addExtension(self, extension: Any) -> None:
+        self.extensions.append(extension)
+        extension.setup()
+
+    def addDockWidgetFactory(self, factory: Any) -> None:
+        self.dock_factories.append(factory)
+
+    def notifier(self) -> Notifier:
+        return self._notifier
+
     def readSetting(self, group: str, key: str, default: str) -> str:
         return self._settings.get((group, key), default)
 
@@ -404,8 +455,23 @@ class Extension:
 
 
 class DockWidget:
+    """Krita's is a QDockWidget; the plugin only sets its title and its widget."""
+
     def __init__(self) -> None:
-        pass
+        self._title = ""
+        self._widget: Any = None
+
+    def setWindowTitle(self, title: str) -> None:
+        self._title = title
+
+    def windowTitle(self) -> str:
+        return self._title
+
+    def setWidget(self, widget: Any) -> None:
+        self._widget = widget
+
+    def widget(self) -> Any:
+        return self._widget
 
 
 class DockWidgetFactoryBase:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mrflow_krita.geometry import (
     Rect,
     context_rect,

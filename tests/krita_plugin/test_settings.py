@@ -6,18 +6,27 @@ from pathlib import Path
 
 import pytest
 from mrflow_daemon import paths
-
 from mrflow_krita import deps
-from mrflow_krita.settings import MemoryStore, Settings, default_token_file, load_settings, save_settings
+from mrflow_krita.settings import (
+    MemoryStore,
+    Settings,
+    default_token_file,
+    load_settings,
+    save_settings,
+)
 
 
-def test_token_file_default_matches_the_daemon_with_mrflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_file_default_matches_the_daemon_with_mrflow_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MRFLOW_HOME", str(tmp_path))
     assert default_token_file() == paths.token_file() == tmp_path / "config" / "token"
 
 
 @pytest.mark.parametrize("xdg", ["", "/tmp/somewhere/config"])
-def test_token_file_default_matches_the_daemon_per_platform(xdg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_file_default_matches_the_daemon_per_platform(
+    xdg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MRFLOW_HOME", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
     assert default_token_file() == paths.token_file()
@@ -25,7 +34,13 @@ def test_token_file_default_matches_the_daemon_per_platform(xdg: str, monkeypatc
 
 def test_settings_round_trip_and_bad_values_keep_defaults() -> None:
     store = MemoryStore()
-    wanted = Settings(daemon_url="ws://127.0.0.1:1234", token_file="~/t", preset="turbo", strength=0.35, max_side=768)
+    wanted = Settings(
+        daemon_url="ws://127.0.0.1:1234",
+        token_file="~/t",
+        preset="turbo",
+        strength=0.35,
+        max_side=768,
+    )
     save_settings(store, wanted)
     assert load_settings(store) == wanted
     store.write("strength", "lots")
@@ -47,10 +62,16 @@ def test_missing_dependencies_are_named_with_the_fix(monkeypatch: pytest.MonkeyP
     found = deps.problems()
     assert [problem.module for problem in found] == ["surely_not_installed_module"]
     text = deps.explain(found)
-    assert "surely_not_installed_module" in text and "mrflow install" in text and str(deps.VENDOR_DIR) in text
+    assert (
+        "surely_not_installed_module" in text
+        and "mrflow install" in text
+        and str(deps.VENDOR_DIR) in text
+    )
 
 
-def test_vendored_packages_go_first_on_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vendored_packages_go_first_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setattr(deps, "VENDOR_DIR", tmp_path)

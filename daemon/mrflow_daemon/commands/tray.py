@@ -9,6 +9,7 @@ stops the daemon only if the tray started it). Needs PySide6: pip install 'mrflo
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        from PySide6.QtCore import QTimer
         from PySide6.QtWidgets import QApplication, QSystemTrayIcon
     except ImportError:
         print("mrflow tray needs PySide6: pip install 'mrflow[tray]'", file=sys.stderr)
@@ -56,4 +58,11 @@ def run(args: argparse.Namespace) -> int:
     tray = Tray(controller)
     tray.icon.show()
     controller.start()
+    # Ctrl+C in a terminal quits like the menu does. Qt's loop hides signals from Python, so a
+    # timer hands control back to the interpreter a few times a second.
+    signal.signal(signal.SIGINT, lambda *_: tray.quit())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
+    app.aboutToQuit.connect(controller.stop)  # logout: still stop a daemon the tray started
     return app.exec()

@@ -17,7 +17,10 @@ Order for one staged generation:
     Finished(result)
 
 The native preset reports TEXT_ENCODE, STRUCTURE (all steps, with previews)
-and DECODE only.
+and DECODE only. `explore()` reports TEXT_ENCODE once, then for each
+candidate STRUCTURE (with previews), DECODE_LOWRES and StageImage("lowres"),
+and no Finished. `refine()` reports TEXT_ENCODE, then DECODE_LOWRES through
+Finished as above. Previews are at latent resolution (1/8 of the stage size).
 """
 
 from __future__ import annotations

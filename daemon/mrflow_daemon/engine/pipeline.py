@@ -56,8 +56,19 @@ HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def pick_device(requested: str | None = None) -> torch.device:
+    """The requested device (checked), else CUDA, else Apple MPS, else the CPU."""
     if requested:
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise InvalidRequestError(
+                f"unknown device {requested!r}; use cuda, cuda:N, mps or cpu", field="device"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidRequestError("CUDA is not available on this machine", field="device")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise InvalidRequestError("Apple MPS is not available on this machine", field="device")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -98,9 +109,11 @@ def resolve_model_folder(model: str | Path) -> Path:
     text = str(model)
     if HF_ID.match(text) and not text.startswith((".", "/", "~")):
         try:
-            from huggingface_hub import snapshot_download
+            from diffusers import DiffusionPipeline
 
-            return Path(snapshot_download(text))
+            # Fetches only the files of the diffusers components model_index.json names
+            # (hub repos often also hold multi-GB single-file checkpoints).
+            return Path(DiffusionPipeline.download(text))
         except Exception as exc:  # offline, unknown repo, gated model, ...
             raise ModelNotFoundError(
                 f"could not get {text!r} from the Hugging Face hub: {exc}", field="model"

@@ -127,9 +127,8 @@ class StagedSampler:
         with self._stage(Stage.TEXT_ENCODE), torch.no_grad():
             return self.adapter.encode_prompt(request.prompt, request.negative_prompt, plan)
 
-    def _inputs(
-        self, request: GenerationRequest, plan: Plan, width: int, height: int
-    ) -> _Inputs | None:
+    def _inputs(self, request: GenerationRequest, width: int, height: int) -> _Inputs | None:
+        """The input image (and mask) at width x height, for img2img and inpaint."""
         if request.image is None:
             return None
         image = request.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
@@ -159,7 +158,7 @@ class StagedSampler:
             adapter = self.adapter
             generator = torch.Generator("cpu").manual_seed(plan.seed)
             noise = adapter.noise(width, height, generator)
-            inputs = self._inputs(request, plan, width, height)
+            inputs = self._inputs(request, width, height)
             config = adapter.info.scheduler_config
             scheduler = structure_scheduler(
                 config, plan.base_sigmas, plan.mu, plan.start_index, device=adapter.device
@@ -203,7 +202,7 @@ class StagedSampler:
             latents = add_noise(clean, noise, plan.refine_sigmas[0])
             inputs = None
             if plan.mode is Mode.INPAINT:
-                inputs = self._inputs(request, plan, plan.width, plan.height)
+                inputs = self._inputs(request, plan.width, plan.height)
                 latents = self._keep_outside(latents, inputs, noise, plan.refine_sigmas[0])
             return latents, noise, inputs
 

@@ -94,7 +94,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         repo_id="black-forest-labs/FLUX.1-schnell",
         family="flux-schnell",
         license="Apache-2.0",
-        description="FLUX.1 [schnell]: distilled for few steps, free for any use (the default)",
+        description="FLUX.1 [schnell]: distilled for few steps, free for any use",
         approx_download_gb=33.7,
         aliases=("flux-schnell", "flux.1-schnell", "schnell"),
     ),

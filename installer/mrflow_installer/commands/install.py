@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mrflow_installer.install import install
-from mrflow_installer.payload import PayloadError
+from mrflow_installer.payload import PayloadError, vendored_versions
 from mrflow_installer.platforms import known_profiles, target_profiles
 
 
@@ -68,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
         print("  everything is already in place; nothing changed")
     elif not args.dry_run:
         print("Done. Restart Krita, then open Settings > Dockers > MrFlow.")
+    if report.changed:
+        # The copies run on Krita's own Python, which may be older than this one.
+        needs = ", ".join(
+            f"{name} {version} (Python {python})"
+            for name, (version, python) in vendored_versions().items()
+        )
+        print(f"{'Would copy' if args.dry_run else 'Copied'} for Krita's Python: {needs}.")
     if args.krita_dir is None and len(profiles) == 1:
         others = [p for p in known_profiles() if p.pykrita_dir != profiles[0].pykrita_dir]
         for other in others:

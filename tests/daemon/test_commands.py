@@ -1,0 +1,115 @@
+"""`mrflow serve` as a real process (signals, token, log), `mrflow demo` and `mrflow bench load`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mrflow_daemon.cli import main
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_listening(process: subprocess.Popen[str], port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("mrflow serve did not start listening")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_creates_a_private_token_logs_and_exits_0_on_a_signal(
+    tmp_path: Path, daemon_model_dir: Path, signum: int
+) -> None:
+    from mrflow_daemon.client import connect
+
+    home = tmp_path / "home"
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mrflow_daemon.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            str(daemon_model_dir),
+        ],
+        env={**os.environ, "MRFLOW_HOME": str(home), "MRFLOW_LOG_LEVEL": "info"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_listening(process, port)
+        token_file = home / "config" / "token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        with connect(f"ws://127.0.0.1:{port}", token_file=token_file) as client:
+            assert client.welcome.device == "cpu"
+        process.send_signal(signum)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (home / "logs" / "daemon.log").read_text()
+    assert "listening on ws://127.0.0.1" in log and "shutting down" in log and "stopped" in log
+
+
+def test_serve_refuses_a_network_address_without_allow_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_writes_every_preview_both_stage_images_and_the_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--width", "64", "--height", "64", "--steps", "3"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "lowres.png",
+        "preview_01.jpg",
+        "preview_02.jpg",
+        "preview_03.jpg",
+        "result.png",
+        "upscaled.png",
+    ]
+    assert Image.open(out / "result.png").size == (64, 64)
+    assert Image.open(out / "lowres.png").size == (32, 32)
+    printed = capsys.readouterr().out
+    assert "GAN upscale" in printed and "first preview (client)" in printed
+
+
+@pytest.mark.slow
+def test_bench_load_runs_clients_without_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["bench", "load", "--clients", "2", "--seconds", "2", "--size", "64", "--steps", "2"]
+    )
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0, report
+    assert report["errors"] == 0 and report["jobs_completed"] >= 2
+    assert report["daemon_exit_code"] == 0 and report["rss_after_run_mib"] > 0
