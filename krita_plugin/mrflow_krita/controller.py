@@ -8,6 +8,7 @@ Only `krita_adapter` touches Krita, and only `images` touches pixels.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mrflow_krita.settings import Settings
 log = logging.getLogger(__name__)
 
 PREVIEW_PREFIX = "[MrFlow preview]"
+PREVIEW_FPS = 6.0
 
 
 class JobRefused(Exception):
@@ -218,7 +220,12 @@ class Controller:
             job.eta = message.eta
         elif isinstance(message, m.Preview):
             job.state = JobState.RUNNING
-            self._show(job, message.image)
+            # A fast GPU sends previews faster than Krita repaints a large layer: paint at most
+            # PREVIEW_FPS of them (the stage images and the result are always painted).
+            now = time.monotonic()
+            if now - job.last_painted >= 1 / PREVIEW_FPS or message.step >= message.total:
+                job.last_painted = now
+                self._show(job, message.image)
         elif isinstance(message, m.StageImage):
             self._show(job, message.image)
         elif isinstance(message, m.Result):

@@ -83,6 +83,8 @@ class Job:
     seed: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
+    last_painted: float = 0.0
+    """When a preview was last painted (monotonic seconds), to keep Krita responsive."""
 
     @property
     def status_text(self) -> str:

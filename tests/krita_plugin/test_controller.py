@@ -342,3 +342,29 @@ def test_reconnecting_reattaches_to_unfinished_jobs(
     assert [g.job_id for g in sent.of(m.GetResult)] == [job.id]
     controller.handle(m.Error(code="not_found", message="no job with that id", job_id=job.id))
     assert job.state is JobState.FAILED
+
+
+def test_fast_previews_are_thinned_out_but_the_last_step_is_shown(
+    krita: Krita, controller: Controller
+) -> None:
+    document = painted_document(krita)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
+
+    def preview(step: int, color: tuple[int, int, int]) -> m.Preview:
+        return m.Preview(
+            job_id=job.id,
+            step=step,
+            total=3,
+            image=png(color, (8, 8)),
+            format="png",
+            width=8,
+            height=8,
+        )
+
+    controller.handle(preview(1, (255, 0, 0)))
+    layer = document.topLevelNodes()[-1]
+    assert layer.pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
+    controller.handle(preview(2, (0, 255, 0)))  # right after the first: skipped
+    assert layer.pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
+    controller.handle(preview(3, (0, 0, 255)))  # the last step: always painted
+    assert layer.pixelData(0, 0, 1, 1) == bytes([255, 0, 0, 255])

@@ -78,6 +78,7 @@ class TrainConfig:
     time_shares: tuple[float, float, float] = (0.25, 0.08, 0.62)
     cpu_time_cap: float = 10_200.0  # seconds; the whole default run on 2 CPU cores stays < 3 h
     checkpoint_every: float = 300.0  # seconds between mid-part checkpoints
+    metric_images: int = 64  # held-out pictures for the VAE and upscaler numbers in the summary
 
 
 def tiny_config() -> TrainConfig:
@@ -97,6 +98,7 @@ def tiny_config() -> TrainConfig:
         text=TextConfig(clip_hidden=16, clip_layers=1, t5_d_model=16, t5_layers=1, t5_heads=2, t5_d_ff=32),
         upscaler=UpscalerConfig(num_feat=8, num_conv=2, steps=3, batch_size=2),
         checkpoint_every=0.0,
+        metric_images=4,
     )
 
 

@@ -286,16 +286,17 @@ class Trainer:
         """FLUX normalises latents as (z - shift) * scale: measure both on fresh pictures."""
         rng = step_rng(self.config.seed, "latent-stats", 0)
         latents = []
-        for _ in range(4):
-            batch = training_batch(rng, HIGH_BUCKETS[0], 16, self.device)
+        for _ in range(max(1, self.config.metric_images // 16)):
+            batch = training_batch(rng, HIGH_BUCKETS[0], min(16, self.config.metric_images), self.device)
             with self.autocast():
                 latents.append(self.pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float())
         z = torch.cat(latents)
         return {"shift_factor": float(z.mean()), "scaling_factor": float(1.0 / z.std())}
 
     @torch.no_grad()
-    def _vae_metrics(self, count: int = 64) -> dict[str, float]:
+    def _vae_metrics(self) -> dict[str, float]:
         """PSNR and checker pass rate of held-out ground truth after a VAE round trip at 256 px."""
+        count = self.config.metric_images
         cases = eval_cases(count, seed=7)
         scenes = [c.scene for c in cases]
         images = render_batch(scenes, [c.placements() for c in cases], 256, 256, device=self.device)
@@ -358,7 +359,7 @@ class Trainer:
 
     @torch.no_grad()
     def _upscaler_metrics(self) -> dict[str, float]:
-        cases = eval_cases(32, seed=11)
+        cases = eval_cases(self.config.metric_images, seed=11)
         high = render_batch(
             [c.scene for c in cases], [c.placements() for c in cases], 256, 256, device=self.device
         )

@@ -46,12 +46,17 @@ def staging_dir(entry: PipelineEntry) -> Path:
     return paths.models_dir() / f"{entry.name}.part"
 
 
-def pull_pipeline(entry: PipelineEntry, *, token: str | None = None) -> Path:
-    """Download `entry` into the models folder; return the installed folder."""
+def pull_pipeline(
+    entry: PipelineEntry, *, token: str | None = None, endpoint: str | None = None
+) -> Path:
+    """Download `entry` into the models folder; return the installed folder.
+
+    `endpoint`: another Hub (a mirror; the tests' local server); default HF_ENDPOINT or the Hub.
+    """
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    api = HfApi(token=token)
+    api = HfApi(token=token, endpoint=endpoint)
     try:
         info = api.model_info(entry.repo_id, files_metadata=True)
         files = [s for s in (info.siblings or []) if wanted(s.rfilename)]
@@ -85,6 +90,7 @@ def pull_pipeline(entry: PipelineEntry, *, token: str | None = None) -> Path:
             local_dir=staging,
             allow_patterns=list(PIPELINE_PATTERNS),
             token=token,
+            endpoint=endpoint,
         )
     except GatedRepoError as exc:
         raise GatedModelError(entry.token_help()) from exc
@@ -113,9 +119,15 @@ def install_staged(entry: PipelineEntry, manifest: Manifest) -> Path:
     staging = staging_dir(entry)
     problems = problems_in(staging, manifest)
     if problems:
+        # Delete the bad files (and huggingface_hub's note that they were fetched), so the
+        # next pull fetches exactly those again and keeps the rest.
+        for problem in problems:
+            (staging / problem.path).unlink(missing_ok=True)
+            note = staging / ".cache" / "huggingface" / "download" / f"{problem.path}.metadata"
+            note.unlink(missing_ok=True)
         raise ChecksumMismatchError(
             f"{entry.name} did not download intact and was not installed:\n  "
-            + "\n  ".join(problems[:10])
+            + "\n  ".join(map(str, problems[:10]))
             + f"\nRun `mrflow models pull {entry.name}` again to fetch the damaged files."
         )
     shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's resume bookkeeping

@@ -60,21 +60,30 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def problems_in(folder: Path, manifest: Manifest) -> list[str]:
-    """Every way `folder` differs from `manifest` (empty when it is intact)."""
+@dataclass(frozen=True)
+class Problem:
+    path: str  # relative to the folder
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def problems_in(folder: Path, manifest: Manifest) -> list[Problem]:
+    """Every file in `folder` that differs from `manifest` (empty when it is intact)."""
     from mrflow_daemon.models.download import sha256_of
 
     problems = []
     for expected in manifest.files:
         path = folder / expected.path
         if not path.is_file():
-            problems.append(f"{expected.path}: missing")
+            problems.append(Problem(expected.path, "missing"))
             continue
         size = path.stat().st_size
         if size != expected.size:
-            problems.append(f"{expected.path}: {size} bytes, expected {expected.size}")
+            problems.append(Problem(expected.path, f"{size} bytes, expected {expected.size}"))
         elif expected.sha256 and sha256_of(path) != expected.sha256:
-            problems.append(f"{expected.path}: SHA-256 differs from the published file")
+            problems.append(Problem(expected.path, "SHA-256 differs from the published file"))
         elif expected.git_sha1 and git_blob_sha1(path) != expected.git_sha1:
-            problems.append(f"{expected.path}: content differs from the published file")
+            problems.append(Problem(expected.path, "content differs from the published file"))
     return problems

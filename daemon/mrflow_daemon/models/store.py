@@ -165,7 +165,7 @@ def check(model: InstalledModel) -> tuple[Status, list[str]]:
         manifest = Manifest.read(model.path)
         if manifest is None:
             return "unchecked", ["added by hand; no published checksums"]
-        problems = problems_in(model.path, manifest)
+        problems = [str(problem) for problem in problems_in(model.path, manifest)]
         return ("damaged", problems) if problems else ("ok", [])
     entry = find_entry(model.name)
     if isinstance(entry, WeightsEntry) and model.path.suffix == ".pth":

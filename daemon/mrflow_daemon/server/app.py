@@ -131,7 +131,10 @@ class Daemon:
         self.device = await asyncio.to_thread(describe_device, self.config.device)
         self.worker.start()
         if self.config.preload:
-            await self.load_model(self.config.model, None)
+            try:
+                await self.load_model(self.config.model, None)
+            except ProtocolError as exc:  # serve anyway: clients are told when they use it
+                log.error("could not preload %s: %s", self.config.model, exc.message)
         self._server = await serve(
             self._handle_connection,
             self.config.host,

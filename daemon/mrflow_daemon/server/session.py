@@ -261,11 +261,13 @@ class Session:
             return
         handler = self._handlers.get(type(message))
         if handler is None:
-            sent_by = "the daemon" if message.sender == DAEMON else "the first message only"
+            why = (
+                "is sent by the daemon" if message.sender == DAEMON else "is only the first message"
+            )
             self.send(
                 error_reply(
                     ErrorCode.UNEXPECTED_MESSAGE,
-                    f"{message.type} is sent by {sent_by}; allowed now: "
+                    f"{message.type} {why}; allowed now: "
                     + ", ".join(cls.type for cls in self._handlers),
                     "type",
                     job_id=getattr(message, "job_id", None),
