@@ -13,13 +13,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mrflow_protocol import ProtocolError
 from mrflow_protocol import messages as m
 
 from mrflow_krita import images
 from mrflow_krita.connection import ConnectionEvent, MessageEvent, NotSent
 from mrflow_krita.geometry import Rect, context_rect, feather_radius, generation_size
 from mrflow_krita.jobs import HistoryEntry, Job, JobKind, JobState, layer_name
-from mrflow_krita.krita_adapter import DocumentAdapter, document_by_key, open_document_keys
+from mrflow_krita.krita_adapter import (
+    DocumentAdapter,
+    UnsupportedDocument,
+    document_by_key,
+    open_document_keys,
+)
 from mrflow_krita.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,9 +128,10 @@ class Controller:
         else:
             target = canvas
         if size is None:
-            size = generation_size(
-                target.width, target.height, self.size_multiple, self.settings.max_side
-            )
+            max_side = self.settings.max_side
+            if self.welcome is not None:  # never ask for more than this daemon accepts
+                max_side = min(max_side, self.welcome.limits.max_image_side)
+            size = generation_size(target.width, target.height, self.size_multiple, max_side)
         return Plan(kind, target, size, selection)
 
     def start(self, document: DocumentAdapter | None, kind: JobKind, params: JobParams) -> Job:
@@ -133,7 +140,7 @@ class Controller:
             raise JobRefused("Open or create a document first.")
         try:
             document.check_supported()
-        except Exception as error:
+        except UnsupportedDocument as error:
             raise JobRefused(str(error)) from None
         if not self.connected:
             raise JobRefused(
@@ -174,16 +181,20 @@ class Controller:
             preset=params.preset or None,
             seed=params.seed,
             model=params.model or None,
-            strength=params.strength if mode != "txt2img" else None,
+            # Filling a selection repaints it completely; Refine keeps some of what is there.
+            strength={"txt2img": None, "inpaint": 1.0}.get(mode, params.strength),
             image=image,
             mask=mask,
         )
+        try:
+            self._send(request)
+        except ProtocolError as error:  # e.g. a prompt over the protocol's length limit
+            raise JobRefused(f"The request was not sent: {error.message}") from None
         self.jobs[job.id] = job
         self.last_error = ""
         log.info(
             "job %s: %s %dx%d at %s on %s", job.id, kind.value, width, height, target, document.name
         )
-        self._send(request)
         self._changed()
         return job
 

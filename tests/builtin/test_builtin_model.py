@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mrflow_daemon.builtin import trained_upscaler, trained_weights
 from mrflow_daemon.builtin.checker import check_image
 from mrflow_daemon.builtin.world import parse_caption

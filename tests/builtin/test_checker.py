@@ -6,8 +6,6 @@ import random
 
 import numpy as np
 import pytest
-from PIL import ImageFilter
-
 from mrflow_daemon.builtin.checker import check_image, components, edge_width
 from mrflow_daemon.builtin.evaluate import wilson_interval
 from mrflow_daemon.builtin.world import (
@@ -19,6 +17,7 @@ from mrflow_daemon.builtin.world import (
     sample_placements,
     sample_scene,
 )
+from PIL import ImageFilter
 
 
 def test_ground_truth_passes_at_every_trained_aspect() -> None:
@@ -101,7 +100,9 @@ def test_edge_width_tells_blur_from_detail() -> None:
     case = eval_cases(1)[0]
     sharp = render_image(case.scene, case.placements(), 256, 256)
     blurred = sharp.filter(ImageFilter.GaussianBlur(2))
-    noisy = np.asarray(sharp).astype(int) + np.random.default_rng(0).integers(-12, 13, (256, 256, 3))
+    noisy = np.asarray(sharp).astype(int) + np.random.default_rng(0).integers(
+        -12, 13, (256, 256, 3)
+    )
     noisy_image = np.clip(noisy, 0, 255).astype(np.uint8)
     w_sharp = edge_width(sharp, case.scene)
     w_blur = edge_width(blurred, case.scene)

@@ -6,7 +6,6 @@ import random
 
 import pytest
 import torch
-
 from mrflow_daemon.builtin.world import (
     BACKGROUND_COLOURS,
     SHAPE_COLOURS,
@@ -32,10 +31,10 @@ def test_caption_round_trip_for_many_scenes() -> None:
 
 
 def test_example_caption_reads_as_documented() -> None:
-    scene = make_scene(
-        [Shape("red", "circle", "left"), Shape("blue", "square", "top")], "grey"
+    scene = make_scene([Shape("red", "circle", "left"), Shape("blue", "square", "top")], "grey")
+    assert (
+        scene.caption() == "a red circle on the left and a blue square at the top, grey background"
     )
-    assert scene.caption() == "a red circle on the left and a blue square at the top, grey background"
 
 
 def test_parser_tolerates_case_and_spacing() -> None:
@@ -52,8 +51,14 @@ def test_parser_tolerates_case_and_spacing() -> None:
         ("a red circle somewhere, grey background", "somewhere"),
         ("a red circle on the left, pink background", "pink"),
         ("a red circle on the left", "background"),
-        ("a red circle on the left and a red square at the top, grey background", "different colours"),
-        ("a red circle on the left and a blue square on the left, grey background", "different positions"),
+        (
+            "a red circle on the left and a red square at the top, grey background",
+            "different colours",
+        ),
+        (
+            "a red circle on the left and a blue square on the left, grey background",
+            "different positions",
+        ),
     ],
 )
 def test_parser_names_what_is_wrong(caption: str, named: str) -> None:

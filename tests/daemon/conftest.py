@@ -198,7 +198,7 @@ def gate() -> Gate:
 
 @pytest.fixture
 def start_daemon(
-    daemon_model_dir: Path, tmp_path: Path, gate: Gate
+    daemon_model_dir: Path, daemon_upscaler: str, tmp_path: Path, gate: Gate
 ) -> Iterator[Callable[..., Daemon]]:
     threads: list[DaemonThread] = []
 

@@ -185,7 +185,7 @@ def test_fill_selection_sends_context_image_and_mask_and_shapes_the_result(
         DocumentAdapter(document), JobKind.FILL_SELECTION, JobParams("a cat", strength=0.9)
     )
     (request,) = sent.of(m.Generate)
-    assert request.mode == "inpaint" and request.strength == 0.9
+    assert request.mode == "inpaint" and request.strength == 1.0  # a fill repaints completely
     # Context: the selection grown by max(32, 25%) and clipped to the canvas.
     assert (job.target.x, job.target.y, job.target.width, job.target.height) == (8, 0, 104, 94)
     image, mask = decode(request.image), decode(request.mask)
@@ -368,3 +368,23 @@ def test_fast_previews_are_thinned_out_but_the_last_step_is_shown(
     assert layer.pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
     controller.handle(preview(3, (0, 0, 255)))  # the last step: always painted
     assert layer.pixelData(0, 0, 1, 1) == bytes([255, 0, 0, 255])
+
+
+def test_a_request_the_protocol_refuses_is_not_queued(krita: Krita, sent: Sent) -> None:
+    from mrflow_krita.connection import Connection
+
+    link = Connection("ws://127.0.0.1:9", lambda: None, "test", lambda event: None)
+    controller = Controller(Settings(), link.send)  # encodes (validates) like the real plugin
+    controller.connection_changed("connected")
+    document = painted_document(krita)
+    with pytest.raises(JobRefused, match="not sent: prompt has 100001 characters"):
+        controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x" * 100_001))
+    assert not controller.jobs
+
+
+def test_sizes_stay_within_the_daemons_limit(krita: Krita, sent: Sent) -> None:
+    controller = Controller(Settings(max_side=2048), sent.append)
+    limited = m.Welcome(daemon_version="t", limits=m.Limits(max_image_side=512))
+    controller.connection_changed("connected", "", limited)
+    plan = controller.plan(DocumentAdapter(painted_document(krita, 1600, 800)), JobKind.FILL_CANVAS)
+    assert plan.size == (512, 256)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.krita, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -31,6 +30,18 @@ def _missing_tools() -> list[str]:
     return [
         tool for tool in ("krita", "xvfb-run") if shutil.which(tool, path="/usr/bin:/bin") is None
     ]
+
+
+_MISSING = _missing_tools()
+pytestmark = [
+    pytest.mark.krita,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(_MISSING),
+        reason=f"{' and '.join(_MISSING)} not installed: apt-get install --no-install-recommends "
+        "krita python3-pyqt5 xvfb xauth",
+    ),
+]
 
 
 def _free_port() -> int:
@@ -122,12 +133,6 @@ def daemon(tmp_path: Path) -> tuple[int, dict[str, str]]:
 
 
 def test_fill_selection_in_real_krita(tmp_path: Path, daemon: tuple[int, dict[str, str]]) -> None:
-    missing = _missing_tools()
-    if missing:
-        pytest.skip(
-            f"{' and '.join(missing)} not installed: apt-get install --no-install-recommends "
-            "krita python3-pyqt5 xvfb xauth"
-        )
     port, env = daemon
     resource_dir = Path(env["XDG_DATA_HOME"]) / "krita"
 

@@ -177,7 +177,9 @@ def find_blobs(image) -> tuple[str | None, list[Blob]]:
             fill = area / box
             cx, cy = (xs.mean() + 0.5) / width, (ys.mean() + 0.5) / height
             blobs.append(
-                Blob(name, area, cx, cy, fill, _classify_kind(fill), _classify_position(cx, cy), part)
+                Blob(
+                    name, area, cx, cy, fill, _classify_kind(fill), _classify_position(cx, cy), part
+                )
             )
     return (bg_name if bg_distance <= MAX_COLOUR_DISTANCE / 2 else None), blobs
 

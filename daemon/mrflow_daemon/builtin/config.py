@@ -11,7 +11,13 @@ from dataclasses import dataclass, field, replace
 
 # Pixel sizes (width, height) trained on: the 256-class targets and their 128-class low-res
 # stages, square first. All multiples of 16, the FLUX size multiple.
-HIGH_BUCKETS: tuple[tuple[int, int], ...] = ((256, 256), (320, 192), (192, 320), (288, 224), (224, 288))
+HIGH_BUCKETS: tuple[tuple[int, int], ...] = (
+    (256, 256),
+    (320, 192),
+    (192, 320),
+    (288, 224),
+    (224, 288),
+)
 LOW_BUCKETS: tuple[tuple[int, int], ...] = tuple((w // 2, h // 2) for w, h in HIGH_BUCKETS)
 
 
@@ -41,7 +47,9 @@ class TransformerConfig:
     warmup: int = 300
     ema_decay: float = 0.999
     low_fraction: float = 0.5  # share of batches at the 128-class low-res sizes
-    refine_fraction: float = 0.25  # share of 256-class samples drawn at small sigma (the refine step)
+    refine_fraction: float = (
+        0.25  # share of 256-class samples drawn at small sigma (the refine step)
+    )
     guidance_range: tuple[float, float] = (1.0, 5.0)
 
 
@@ -95,7 +103,9 @@ def tiny_config() -> TrainConfig:
             batch_size=2,
             warmup=1,
         ),
-        text=TextConfig(clip_hidden=16, clip_layers=1, t5_d_model=16, t5_layers=1, t5_heads=2, t5_d_ff=32),
+        text=TextConfig(
+            clip_hidden=16, clip_layers=1, t5_d_model=16, t5_layers=1, t5_heads=2, t5_d_ff=32
+        ),
         upscaler=UpscalerConfig(num_feat=8, num_conv=2, steps=3, batch_size=2),
         checkpoint_every=0.0,
         metric_images=4,

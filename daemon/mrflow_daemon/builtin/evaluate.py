@@ -73,7 +73,9 @@ class Row:
             "all_checks_pass": passes / total if total else None,
             "ci95": [low, high],
             "per_check": {name: sum(v) / len(v) if v else None for name, v in self.checks.items()},
-            "edge_width_px_median": statistics.median(self.edge_widths) if self.edge_widths else None,
+            "edge_width_px_median": statistics.median(self.edge_widths)
+            if self.edge_widths
+            else None,
             "seconds_per_image_mean": statistics.fmean(self.seconds) if self.seconds else None,
             "seconds_per_image_median": statistics.median(self.seconds) if self.seconds else None,
         }
@@ -85,7 +87,9 @@ def _paired(native: Row, other: Row) -> dict[str, Any]:
         "both_pass": sum(a and b for a, b in pairs),
         "only_native_passes": sum(a and not b for a, b in pairs),
         "only_this_passes": sum(b and not a for a, b in pairs),
-        "difference_pp": 100 * (sum(other.passed) - sum(native.passed)) / len(pairs) if pairs else None,
+        "difference_pp": 100 * (sum(other.passed) - sum(native.passed)) / len(pairs)
+        if pairs
+        else None,
     }
 
 
@@ -132,7 +136,11 @@ def evaluate(
     for name in presets:
         row = Row(name)
         # One untimed warm-up, so the first case does not pay for kernels' first use.
-        engine.generate(GenerationRequest(cases[0].caption, SIZE, SIZE, preset=name, seed=0, return_stages=False))
+        engine.generate(
+            GenerationRequest(
+                cases[0].caption, SIZE, SIZE, preset=name, seed=0, return_stages=False
+            )
+        )
         for index, case in enumerate(cases):
             request = GenerationRequest(
                 case.caption, SIZE, SIZE, preset=name, seed=case.seed, return_stages=False
@@ -182,7 +190,10 @@ def write_grid(rows: Sequence[Row], path: Path) -> None:
     for column, row in enumerate(rows):
         draw.text((column * SIZE + 4, 3), row.name, fill="black")
         for line, image in enumerate(row.images[:count]):
-            grid.paste(image.convert("RGB").resize((SIZE, SIZE)), (column * SIZE, label_height + line * SIZE))
+            grid.paste(
+                image.convert("RGB").resize((SIZE, SIZE)),
+                (column * SIZE, label_height + line * SIZE),
+            )
     grid.save(path)
 
 

@@ -143,7 +143,11 @@ class Trainer:
         share = self.config.time_shares[PARTS.index(part)]
         if self.time_budget is not None:
             return share * self.time_budget
-        return share / sum(self.config.time_shares) * self.config.cpu_time_cap if not self.cuda else math.inf
+        return (
+            share / sum(self.config.time_shares) * self.config.cpu_time_cap
+            if not self.cuda
+            else math.inf
+        )
 
     def max_steps(self, part: str) -> int:
         steps = {"vae": self.config.vae.steps, "upscaler": self.config.upscaler.steps}.get(
@@ -191,7 +195,11 @@ class Trainer:
         max_steps, allowance = self.max_steps(part), self.allowance(part)
         total = max_steps if max_steps < 10**9 else None
         bar = tqdm(
-            total=total, initial=state.step, desc=part, disable=not self.progress, dynamic_ncols=True
+            total=total,
+            initial=state.step,
+            desc=part,
+            disable=not self.progress,
+            dynamic_ncols=True,
         )
         window: list[float] = []
         last_save = time.monotonic()
@@ -209,7 +217,14 @@ class Trainer:
                 mean = sum(window) / len(window)
                 state.losses.append(mean)
                 bar.set_postfix(loss=f"{mean:.4f}")
-                self._log_line({"part": part, "step": state.step, "loss": mean, "seconds": round(state.seconds, 1)})
+                self._log_line(
+                    {
+                        "part": part,
+                        "step": state.step,
+                        "loss": mean,
+                        "seconds": round(state.seconds, 1),
+                    }
+                )
                 window.clear()
             every = self.config.checkpoint_every
             if every and time.monotonic() - last_save > every:
@@ -287,9 +302,13 @@ class Trainer:
         rng = step_rng(self.config.seed, "latent-stats", 0)
         latents = []
         for _ in range(max(1, self.config.metric_images // 16)):
-            batch = training_batch(rng, HIGH_BUCKETS[0], min(16, self.config.metric_images), self.device)
+            batch = training_batch(
+                rng, HIGH_BUCKETS[0], min(16, self.config.metric_images), self.device
+            )
             with self.autocast():
-                latents.append(self.pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float())
+                latents.append(
+                    self.pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
+                )
         z = torch.cat(latents)
         return {"shift_factor": float(z.mean()), "scaling_factor": float(1.0 / z.std())}
 
@@ -306,7 +325,9 @@ class Trainer:
                 latent = self.pipe.vae.encode(chunk * 2 - 1).latent_dist.mode()
                 recon.append(((self.pipe.vae.decode(latent).sample.float() + 1) / 2).clamp(0, 1))
         recon_all = torch.cat(recon)
-        passes = sum(check_image(_to_pil(r), s).passed for r, s in zip(recon_all, scenes, strict=True))
+        passes = sum(
+            check_image(_to_pil(r), s).passed for r, s in zip(recon_all, scenes, strict=True)
+        )
         return {"psnr_db": psnr(recon_all, images), "gt_pass_after_vae": passes / count}
 
     # -- part 2: the x2 upscaler ---------------------------------------------------------------
@@ -338,7 +359,9 @@ class Trainer:
             return float(loss.item())
 
         def save() -> None:
-            self._save("upscaler", {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            self._save(
+                "upscaler", {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            )
 
         model.train()
         self._loop("upscaler", step, save)
@@ -414,7 +437,9 @@ class Trainer:
             z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
             _, channels, lh, lw = z.shape
             x0 = FluxPipeline._pack_latents(z, count, channels, lh, lw)
-            image_ids = FluxPipeline._prepare_latent_image_ids(count, lh // 2, lw // 2, self.device, x0.dtype)
+            image_ids = FluxPipeline._prepare_latent_image_ids(
+                count, lh // 2, lw // 2, self.device, x0.dtype
+            )
             # Timesteps: logit-normal, shifted as the scheduler shifts this size at inference;
             # at 256-class sizes a share is drawn below 0.3 for MrFlow's one-step refine.
             mu = calculate_shift(
@@ -428,7 +453,9 @@ class Trainer:
             sigma = math.exp(mu) / (math.exp(mu) + (1 / u - 1))
             if size[0] * size[1] >= 256 * 192:
                 low = torch.rand(count, generator=generator, device=self.device) * 0.3
-                pick = torch.rand(count, generator=generator, device=self.device) < cfg.refine_fraction
+                pick = (
+                    torch.rand(count, generator=generator, device=self.device) < cfg.refine_fraction
+                )
                 sigma = torch.where(pick, low, sigma)
             noise = torch.randn(x0.shape, generator=generator, device=self.device)
             s = sigma.view(count, 1, 1)
@@ -486,13 +513,18 @@ class Trainer:
         pipe = copy.deepcopy(self.pipe).to("cpu")
         ema = self._finished_ema
         if ema is None:
-            raise RuntimeError("export() needs a trained transformer; run train_transformer() first")
+            raise RuntimeError(
+                "export() needs a trained transformer; run train_transformer() first"
+            )
         ema.copy_to([pipe.transformer, pipe.text_encoder, pipe.text_encoder_2])
         pipe.to(dtype=torch.float16)
         pipe.save_pretrained(model_dir, safe_serialization=True)
         upscaler_path = model_dir / UPSCALER_FILE
         upscaler_path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in self.upscaler.state_dict().items()}
+        state = {
+            k: v.detach().to("cpu", torch.float16).contiguous()
+            for k, v in self.upscaler.state_dict().items()
+        }
         save_file(state, str(upscaler_path))
         info = {
             "name": "mrflow-builtin-shapes",
@@ -530,7 +562,9 @@ class Trainer:
                 max_sequence_length=self.config.text.t5_max_length,
                 generator=generator,
             ).images
-            passes += sum(check_image(im, c.scene).passed for im, c in zip(images, chunk, strict=True))
+            passes += sum(
+                check_image(im, c.scene).passed for im, c in zip(images, chunk, strict=True)
+            )
         return {"native_28_steps_all_pass": passes / count, "prompts": float(count)}
 
     # -- the whole run -------------------------------------------------------------------------
@@ -542,7 +576,9 @@ class Trainer:
         self.train_transformer()
         model_dir = self.export()
         if quick_check:
-            self.states["transformer"].metrics = self._quick_generation_check(model_dir, quick_check)
+            self.states["transformer"].metrics = self._quick_generation_check(
+                model_dir, quick_check
+            )
         size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         summary = {
             "config": asdict(self.config),
@@ -563,7 +599,9 @@ class Trainer:
                 part: {
                     "steps": state.step,
                     "seconds": round(state.seconds, 1),
-                    "steps_per_second": round(state.step / state.seconds, 3) if state.seconds else None,
+                    "steps_per_second": round(state.step / state.seconds, 3)
+                    if state.seconds
+                    else None,
                     "first_loss": state.losses[0] if state.losses else None,
                     "final_loss": state.losses[-1] if state.losses else None,
                     "losses": state.losses,
@@ -572,7 +610,9 @@ class Trainer:
                 for part, state in self.states.items()
             },
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (self.out / "summary.json").write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
         return summary
 
 

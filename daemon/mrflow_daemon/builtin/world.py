@@ -272,7 +272,9 @@ def render_batch(
     params = torch.zeros(count, slots, 3)  # centre x, centre y (pixels), extent (pixels)
     colours = torch.zeros(count, slots, 3)
     present = torch.zeros(count, slots)
-    backgrounds = torch.tensor([BACKGROUND_COLOURS[s.background] for s in scenes], dtype=torch.float32)
+    backgrounds = torch.tensor(
+        [BACKGROUND_COLOURS[s.background] for s in scenes], dtype=torch.float32
+    )
     for i, (scene, places) in enumerate(zip(scenes, placements, strict=True)):
         for j, (shape, place) in enumerate(zip(scene.shapes, places, strict=True)):
             kind[i, j] = KINDS.index(shape.kind)

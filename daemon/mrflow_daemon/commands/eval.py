@@ -20,14 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="builtin",
         help="a built-in-world model folder, or 'builtin' for the shipped one (default)",
     )
-    parser.add_argument("--n", type=int, default=500, help="held-out prompt/seed pairs (default 500)")
+    parser.add_argument(
+        "--n", type=int, default=500, help="held-out prompt/seed pairs (default 500)"
+    )
     parser.add_argument(
         "--presets",
         default="native,paper",
         help="comma-separated presets to compare (default: native,paper; see `mrflow presets`)",
     )
     parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder")
-    parser.add_argument("--device", default=None, help="torch device (default: CUDA if present, else CPU)")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: CUDA if present, else CPU)"
+    )
     parser.add_argument(
         "--upscaler",
         default=None,
@@ -84,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
         on_progress=progress,
     )
     print(format_table(results))
-    print(json.dumps({"results": str(args.out / "results.json"), "grid": str(args.out / "grid.png")}))
+    print(
+        json.dumps({"results": str(args.out / "results.json"), "grid": str(args.out / "grid.png")})
+    )
     return 0

@@ -16,8 +16,15 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("builtin-train"), help="run folder (default: ./builtin-train)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("builtin-train"),
+        help="run folder (default: ./builtin-train)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)"
+    )
     parser.add_argument(
         "--time-budget",
         type=float,
@@ -27,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the rest covers export and checks (default: the config's step counts)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
-    parser.add_argument("--config", default="default", choices=("default", "tiny"), help="sizes and step counts")
+    parser.add_argument(
+        "--config", default="default", choices=("default", "tiny"), help="sizes and step counts"
+    )
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument(
         "--precision",
