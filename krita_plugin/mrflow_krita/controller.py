@@ -97,6 +97,8 @@ class Controller:
     def connection_changed(
         self, state: str, detail: str = "", welcome: m.Welcome | None = None
     ) -> None:
+        if state == "refused" and "token" in detail:
+            detail += f" (the plugin reads {self.settings.token_path()}; see Settings below)"
         self.connection_state, self.connection_detail = state, detail
         if welcome is not None:
             self.welcome = welcome

@@ -95,3 +95,20 @@ def test_engine_loads_and_runs_the_trained_folder(trained: Path) -> None:
     )
     assert result.image.size == (64, 64)
     engine.unload()
+
+
+def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
+    pytest.importorskip("mrflow_daemon.engine.pipeline")
+    from mrflow_daemon.builtin.evaluate import evaluate, format_table
+
+    results = evaluate(
+        trained / "model", n=2, presets=["native", "paper"], out_dir=tmp_path, device="cpu"
+    )
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert (tmp_path / "grid.png").is_file()
+    rows = results["rows"]
+    assert list(rows) == ["ground_truth", "vae", "native", "paper"]
+    assert rows["ground_truth"]["all_checks_pass"] == 1.0
+    assert rows["paper"]["n"] == 2
+    assert results["against_native"]["paper"]["speedup"] > 0
+    assert "paper vs native" in format_table(results)

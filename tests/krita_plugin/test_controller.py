@@ -388,3 +388,11 @@ def test_sizes_stay_within_the_daemons_limit(krita: Krita, sent: Sent) -> None:
     controller.connection_changed("connected", "", limited)
     plan = controller.plan(DocumentAdapter(painted_document(krita, 1600, 800)), JobKind.FILL_CANVAS)
     assert plan.size == (512, 256)
+
+
+def test_a_refused_token_names_the_token_file(tmp_path, sent: Sent) -> None:  # type: ignore[no-untyped-def]
+    controller = Controller(Settings(token_file=str(tmp_path / "token")), sent.append)
+    controller.connection_changed(
+        "refused", "a wrong token: send the content of the daemon's token file"
+    )
+    assert str(tmp_path / "token") in controller.connection_detail and not controller.connected

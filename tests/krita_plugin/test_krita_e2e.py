@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DOCS_SCREENSHOT = REPO / "docs" / "images" / "krita-docker.png"

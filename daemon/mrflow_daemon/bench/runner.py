@@ -107,15 +107,17 @@ def run_bench(
     repeats: int = 3,
     warmup: int = 1,
     warmup_steps: int | None = 2,
+    scale: int | None = None,
     log: Any = print,
 ) -> BenchResult:
     """Time `baseline` and `preset` on `engine` for `request` (its preset field is ignored).
 
+    `scale` overrides the MrFlow preset's factor (4: 512 -> x4 -> 2048).
     Warm-up runs use `warmup_steps` structure steps (same shapes and stages,
     fewer repeats of the same step; None = the full count).
     """
     base = dataclasses.replace(request, preset=baseline, return_stages=False)
-    mine = dataclasses.replace(request, preset=preset, return_stages=False)
+    mine = dataclasses.replace(request, preset=preset, scale=scale, return_stages=False)
     # Validate both plans before any model time is spent.
     engine.plan(base)
     engine.plan(mine)

@@ -114,6 +114,7 @@ class Trainer:
             config = for_gpu(config)
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True  # ten fixed bucket shapes: tune each once
         self.config = config
         self.out = Path(out_dir)
         self.time_budget = time_budget

@@ -78,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed runs of each recipe; medians reported (default: 3)",
     )
     parser.add_argument(
+        "--scale",
+        type=int,
+        choices=(2, 4),
+        default=None,
+        help="override the MrFlow preset's factor (4: a quarter-size first stage)",
+    )
+    parser.add_argument(
         "--warmup", type=int, default=1, help="untimed warm-up runs of each recipe (default: 1)"
     )
     parser.add_argument(
@@ -182,7 +189,7 @@ def run_timing(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             upscaler=args.upscaler,
-            scale=preset.scale if preset.staged else 2,
+            scale=args.scale or (preset.scale if preset.staged else 2),
             max_side=max(4096, args.width, args.height),
             seed=args.seed,
         )
@@ -202,6 +209,7 @@ def run_timing(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             warmup=args.warmup,
             warmup_steps=args.warmup_steps or None,
+            scale=args.scale,
             log=lambda line: print(line, flush=True),
         )
     except (EngineError, ValueError) as exc:
@@ -217,7 +225,7 @@ def run_timing(args: argparse.Namespace) -> int:
         recipe_cost(_model_of(shape), Recipe("b", False, base.steps), width, height).transformer
         / recipe_cost(
             _model_of(shape),
-            Recipe("m", True, mine.steps, mine.refine_steps, preset.scale),
+            Recipe("m", True, mine.steps, mine.refine_steps, args.scale or preset.scale),
             width,
             height,
         ).transformer
@@ -261,6 +269,10 @@ def run_timing(args: argparse.Namespace) -> int:
         "speedup": round(result.speedup, 3),
         "predicted_transformer_speedup": None if predicted is None else round(predicted, 3),
     }
+    if engine.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(engine.device) / 2**30
+        report["peak_memory_gib"] = round(peak, 2)
+        print(f"memory    {peak:.1f} GiB peak allocated on the GPU")
     if not args.no_flops:
         rows = flop_table()
         print()

@@ -92,3 +92,13 @@ def run(args: argparse.Namespace) -> int:
         json.dumps({"results": str(args.out / "results.json"), "grid": str(args.out / "grid.png")})
     )
     return 0
+
+
+if (
+    __name__ == "__main__"
+):  # `python -m mrflow_daemon.commands.<this>`: no other subcommand's imports
+    import sys
+
+    _parser = argparse.ArgumentParser(prog="mrflow eval", description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

@@ -92,3 +92,13 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(short, indent=2))
     return 0
+
+
+if (
+    __name__ == "__main__"
+):  # `python -m mrflow_daemon.commands.<this>`: no other subcommand's imports
+    import sys
+
+    _parser = argparse.ArgumentParser(prog="mrflow train-builtin", description=__doc__)
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))
