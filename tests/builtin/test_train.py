@@ -112,3 +112,28 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert rows["paper"]["n"] == 2
     assert results["against_native"]["paper"]["speedup"] > 0
     assert "paper vs native" in format_table(results)
+
+
+def test_a_non_finite_loss_skips_the_update(tmp_path: Path) -> None:
+    trainer = Trainer(get_config("tiny"), tmp_path, progress=False)
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    assert trainer._apply((weight * float("nan")).sum(), optimizer, [weight], 1.0) is None
+    assert torch.equal(weight.detach(), torch.ones(3))
+    assert trainer._apply((weight * 2).sum(), optimizer, [weight], 0.1) == 6.0
+    assert not torch.equal(weight.detach(), torch.ones(3))
+
+
+def test_a_part_that_fails_still_yields_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = Trainer(get_config("tiny"), tmp_path, progress=False)
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("pretend the device is full")
+
+    monkeypatch.setattr(trainer, "encode_captions", out_of_memory)
+    summary = trainer.run(quick_check=0)
+    assert "OutOfMemoryError" in summary["parts"]["transformer"]["error"]
+    assert summary["parts"]["transformer"]["steps"] == 0
+    assert (tmp_path / "model" / "model_index.json").is_file()

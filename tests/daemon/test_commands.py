@@ -65,7 +65,7 @@ def test_serve_creates_a_private_token_logs_and_exits_0_on_a_signal(
         token_file = home / "config" / "token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         with connect(f"ws://127.0.0.1:{port}", token_file=token_file) as client:
-            assert client.welcome.device == "cpu"
+            assert client.welcome.device == "cpu" or client.welcome.device.startswith("cuda:0 ")
         process.send_signal(signum)
         assert process.wait(60) == 0
     finally:
@@ -74,6 +74,22 @@ def test_serve_creates_a_private_token_logs_and_exits_0_on_a_signal(
             process.wait()
     log = (home / "logs" / "daemon.log").read_text()
     assert "listening on ws://127.0.0.1" in log and "shutting down" in log and "stopped" in log
+
+
+def test_serve_exits_1_with_a_clear_message_when_the_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        finished = subprocess.run(
+            [sys.executable, "-m", "mrflow_daemon.cli", "serve", "--port", str(port)],
+            env={**os.environ, "MRFLOW_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert finished.returncode == 1
+    assert "is another daemon running? choose --port" in finished.stderr
 
 
 def test_serve_refuses_a_network_address_without_allow_remote(

@@ -151,3 +151,27 @@ def test_origin_policy() -> None:
     assert origin_allowed("http://localhost:3000", ["http://localhost:3000/"])
     assert not origin_allowed("http://localhost:3001", ["http://localhost:3000"])
     assert origin_allowed("https://anything", ["*"])
+
+
+def test_logging_goes_to_a_rotating_file_and_can_be_configured_twice(tmp_path: Path) -> None:
+    import logging
+    import logging.handlers
+
+    from mrflow_daemon.server.logs import configure_logging
+
+    log_file = tmp_path / "logs" / "daemon.log"
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        configure_logging("info", log_file, console=False)
+        configure_logging("info", log_file, console=True)  # replaces, never duplicates
+        ours = [h for h in root.handlers if h not in before]
+        assert sorted(type(h).__name__ for h in ours) == ["RotatingFileHandler", "StreamHandler"]
+        logging.getLogger("mrflow_daemon.test").info("hello from the test")
+        for handler in ours:
+            handler.flush()
+        assert "hello from the test" in log_file.read_text()
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()

@@ -30,7 +30,7 @@ SEEDS = [
 msgpack_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats()
     | st.text(max_size=20)
     | st.binary(max_size=20),

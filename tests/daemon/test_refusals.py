@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from mrflow_daemon.server.app import Daemon
 from mrflow_protocol.codec import encode
-from mrflow_protocol.messages import Error, GetStatus, Hello, Ping, Pong, Result, Status
+from mrflow_protocol.messages import Error, GetStatus, Hello, LoadModel, Ping, Pong, Result, Status
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -102,6 +102,10 @@ def test_every_refusal_is_answered_while_a_concurrent_job_completes(
     assert error.code == "too_large" and "at most 65536" in error.message
     error = refusal(encode(Status(state="idle")))
     assert (error.code, error.field) == ("unexpected_message", "type")
+    error = refusal(encode(Hello(client="again", token=daemon.token)))
+    assert (error.code, error.field) == ("unexpected_message", "type")
+    error = refusal(encode(LoadModel(model="/no/such/model", request_id="load")))
+    assert (error.code, error.field, error.request_id) == ("model_not_found", "model", "load")
 
     # Per-client queue limit: two jobs wait behind the busy one, the third is refused.
     assert client.reply_to(generate(job_id="q1", steps=1)) == []

@@ -43,6 +43,8 @@ class RecipeTiming:
 
     preset: str
     totals: list[float] = field(default_factory=list)
+    cpu_totals: list[float] = field(default_factory=list)
+    """CPU seconds this process used per run: on a shared CPU, steadier than wall time."""
     stages: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     refine_steps: int = 0
@@ -65,6 +67,7 @@ class RecipeTiming:
             "total_s": round(self.median_total, 4),
             "stages_s": {key: round(value, 4) for key, value in self.median_stages().items()},
             "runs_s": [round(value, 4) for value in self.totals],
+            "cpu_s": round(statistics.median(self.cpu_totals), 4),
         }
 
 
@@ -77,6 +80,13 @@ class BenchResult:
     def speedup(self) -> float:
         return self.baseline.median_total / self.mrflow.median_total
 
+    @property
+    def cpu_time_speedup(self) -> float:
+        """The ratio of CPU seconds used: for CPU runs on a machine other work shares."""
+        return statistics.median(self.baseline.cpu_totals) / statistics.median(
+            self.mrflow.cpu_totals
+        )
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -87,10 +97,11 @@ def synchronize(device: torch.device) -> None:
 
 def _timed_run(engine: MrFlowEngine, request: GenerationRequest, timing: RecipeTiming) -> None:
     synchronize(engine.device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = engine.generate(request)
     synchronize(engine.device)
     timing.totals.append(time.perf_counter() - start)
+    timing.cpu_totals.append(time.process_time() - cpu_start)
     timing.stages.append({key: value for key, value in result.timings.items() if key != "total"})
     plan = result.plan
     timing.steps = plan.structure_steps

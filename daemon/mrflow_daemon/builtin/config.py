@@ -30,7 +30,9 @@ class VaeConfig:
     steps: int = 3000
     batch_size: int = 8
     lr: float = 4e-4
-    kl_weight: float = 1e-6
+    # On the KL's mean per latent element, like the pixel losses' means: 1e-4 keeps latents
+    # smooth at ~1% of the loss (LDM's 1e-6 is against sums, where it would dominate here).
+    kl_weight: float = 1e-4
     colour_weight: float = 1.0  # loss on 8x8-averaged colours: keeps blue from drifting to purple
 
 

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 PARTS = ("vae", "upscaler", "transformer")
 UPSCALER_FILE = "upscaler/realesr-shapes-x2.safetensors"  # matches builtin.UPSCALER_GLOB
 LOG_EVERY = 25  # steps between train_log.jsonl lines
+MAX_SKIPPED_IN_A_ROW = 20
 
 
 @dataclass
@@ -55,7 +56,9 @@ class PartState:
     seconds: float = 0.0
     done: bool = False
     losses: list[float] = field(default_factory=list)  # mean loss per logging interval
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: int = 0  # updates dropped for a non-finite loss or gradient
+    error: str | None = None  # what stopped the part early, if anything did
 
 
 def _to_pil(image: torch.Tensor):  # [3, H, W] in [0, 1] -> PIL
@@ -102,6 +105,7 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         precision: str = "auto",
+        keep_going: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -120,6 +124,9 @@ class Trainer:
         self.time_budget = time_budget
         self.resume = resume
         self.progress = progress
+        # A part that fails mid-way (out of memory, diverged) keeps what it trained, is recorded
+        # in the summary, and the run goes on to export: a one-shot GPU run always yields a model.
+        self.keep_going = keep_going
         self.states = {part: PartState() for part in PARTS}
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -188,7 +195,7 @@ class Trainer:
     def _loop(
         self,
         part: str,
-        step_fn: Callable[[int, float], float],
+        step_fn: Callable[[int, float], float | None],
         save_fn: Callable[[], None],
     ) -> None:
         """Run `step_fn(step, progress)` until the part's steps or time run out."""
@@ -204,45 +211,87 @@ class Trainer:
         )
         window: list[float] = []
         last_save = time.monotonic()
-        while state.step < max_steps and state.seconds < allowance:
-            started = time.monotonic()
-            progress = max(state.step / max_steps, state.seconds / allowance)
-            loss = step_fn(state.step, min(progress, 1.0))
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"{part}: loss became {loss} at step {state.step}")
-            state.step += 1
-            state.seconds += time.monotonic() - started
-            window.append(loss)
-            bar.update(1)
-            if len(window) == LOG_EVERY:
-                mean = sum(window) / len(window)
-                state.losses.append(mean)
-                bar.set_postfix(loss=f"{mean:.4f}")
-                self._log_line(
-                    {
-                        "part": part,
-                        "step": state.step,
-                        "loss": mean,
-                        "seconds": round(state.seconds, 1),
-                    }
-                )
-                window.clear()
-            every = self.config.checkpoint_every
-            if every and time.monotonic() - last_save > every:
-                save_fn()
-                last_save = time.monotonic()
+        skipped_in_a_row = 0
+        try:
+            while state.step < max_steps and state.seconds < allowance:
+                started = time.monotonic()
+                progress = max(state.step / max_steps, state.seconds / allowance)
+                loss = step_fn(state.step, min(progress, 1.0))
+                state.step += 1
+                state.seconds += time.monotonic() - started
+                bar.update(1)
+                if loss is None:
+                    state.skipped += 1
+                    skipped_in_a_row += 1
+                    if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                        raise FloatingPointError(
+                            f"{part}: {skipped_in_a_row} updates in a row had a non-finite loss "
+                            "or gradient; lower the learning rate"
+                        )
+                    continue
+                skipped_in_a_row = 0
+                window.append(loss)
+                if len(window) == LOG_EVERY:
+                    mean = sum(window) / len(window)
+                    state.losses.append(mean)
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    record = {"part": part, "step": state.step, "loss": mean}
+                    self._log_line({**record, "seconds": round(state.seconds, 1)})
+                    window.clear()
+                every = self.config.checkpoint_every
+                if every and time.monotonic() - last_save > every:
+                    save_fn()
+                    last_save = time.monotonic()
+        except Exception as exc:  # keep what was trained; the summary says why
+            if not self.keep_going:
+                raise
+            log.exception("%s stopped at step %d", part, state.step)
+            state.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            bar.close()
         if window:
             state.losses.append(sum(window) / len(window))
-        bar.close()
         state.done = True
         save_fn()
+
+    def _apply(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        params: list[torch.nn.Parameter],
+        lr: float,
+    ) -> float | None:
+        """One optimizer update; None (and no update) when the loss or gradient is not finite."""
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        return float(loss.item())
+
+    def _measure(self, part: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A part's quality numbers; a failure to measure is logged, never fatal to the run."""
+        try:
+            return measure()
+        except Exception as exc:
+            if not self.keep_going:
+                raise
+            log.exception("measuring %s failed", part)
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     # -- part 1: VAE ---------------------------------------------------------------------------
 
     def train_vae(self) -> None:
         vae = self.pipe.vae
         cfg = self.config.vae
-        optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+        params = list(vae.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         payload = self._load("vae")
         if payload is not None:
             vae.load_state_dict(payload["model"])
@@ -251,7 +300,7 @@ class Trainer:
         if self.states["vae"].done:
             return
 
-        def step(index: int, progress: float) -> float:
+        def step(index: int, progress: float) -> float | None:
             rng = step_rng(self.config.seed, "vae", index)
             size = pick_size(rng, 0.5)
             batch = training_batch(rng, size, cfg.batch_size, self.device)
@@ -267,15 +316,9 @@ class Trainer:
                 F.l1_loss(recon, x)
                 + F.mse_loss(recon, x)
                 + cfg.colour_weight * F.mse_loss(F.avg_pool2d(recon, 8), F.avg_pool2d(x, 8))
-                + cfg.kl_weight * posterior.kl().float().mean()
+                + cfg.kl_weight * posterior.kl().float().mean() / z[0].numel()
             )
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _schedule(index, progress, 100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            optimizer.step()
-            return float(loss.item())
+            return self._apply(loss, optimizer, params, cfg.lr * _schedule(index, progress, 100))
 
         def save() -> None:
             self._save(
@@ -294,7 +337,7 @@ class Trainer:
         self._loop("vae", step, save)
         vae.eval()
         vae.register_to_config(**self._latent_stats())
-        self.states["vae"].metrics = self._vae_metrics()
+        self.states["vae"].metrics = self._measure("vae", self._vae_metrics)
         save()
 
     @torch.no_grad()
@@ -336,7 +379,8 @@ class Trainer:
     def train_upscaler(self) -> None:
         cfg = self.config.upscaler
         model = self.upscaler
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        params = list(model.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         payload = self._load("upscaler")
         if payload is not None:
             model.load_state_dict(payload["model"])
@@ -345,19 +389,14 @@ class Trainer:
             return
         vae = self.pipe.vae
 
-        def step(index: int, progress: float) -> float:
+        def step(index: int, progress: float) -> float | None:
             rng = step_rng(self.config.seed, "upscaler", index)
             high = training_batch(rng, pick_size(rng, 0.0), cfg.batch_size, self.device).images
             low = self._degrade(high, vae, rng)
             with self.autocast():
                 pred = model(low).float()
             loss = F.l1_loss(pred, high)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _schedule(index, progress, 50)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return float(loss.item())
+            return self._apply(loss, optimizer, params, cfg.lr * _schedule(index, progress, 50))
 
         def save() -> None:
             self._save(
@@ -367,7 +406,7 @@ class Trainer:
         model.train()
         self._loop("upscaler", step, save)
         model.eval()
-        self.states["upscaler"].metrics = self._upscaler_metrics()
+        self.states["upscaler"].metrics = self._measure("upscaler", self._upscaler_metrics)
         save()
 
     @torch.no_grad()
@@ -427,7 +466,7 @@ class Trainer:
 
         sched = pipe.scheduler.config
 
-        def step(index: int, progress: float) -> float:
+        def step(index: int, progress: float) -> float | None:
             rng = step_rng(self.config.seed, "transformer", index)
             size = pick_size(rng, cfg.low_fraction)
             batch = training_batch(rng, size, cfg.batch_size, self.device)
@@ -478,14 +517,12 @@ class Trainer:
                     return_dict=False,
                 )[0].float()
             loss = F.mse_loss(pred, noise - x0)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _schedule(index, progress, cfg.warmup)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            ema.update(modules, index)
-            return float(loss.item())
+            value = self._apply(
+                loss, optimizer, params, cfg.lr * _schedule(index, progress, cfg.warmup)
+            )
+            if value is not None:
+                ema.update(modules, index)
+            return value
 
         def save() -> None:
             self._save(
@@ -607,6 +644,8 @@ class Trainer:
                     "final_loss": state.losses[-1] if state.losses else None,
                     "losses": state.losses,
                     "metrics": state.metrics,
+                    "skipped_updates": state.skipped,
+                    "error": state.error,
                 }
                 for part, state in self.states.items()
             },

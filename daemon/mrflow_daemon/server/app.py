@@ -45,6 +45,7 @@ from websockets.http11 import Request, Response
 
 from mrflow_daemon import __version__, paths
 from mrflow_daemon.engine import events as engine_events
+from mrflow_daemon.engine.errors import EngineError
 from mrflow_daemon.engine.presets import DEFAULT_PRESET
 from mrflow_daemon.engine.result import GenerationResult
 from mrflow_daemon.server.auth import ensure_token, origin_allowed
@@ -284,6 +285,8 @@ class Daemon:
         request = await asyncio.to_thread(to_engine_request, message, lora_dir)
         loaded = self.models.loaded_names()
         model = message.model or (loaded[0] if loaded else self.config.model)
+        if model not in loaded:
+            await self.check_model(model, job_id=message.job_id)
         job = Job(
             job_id=message.job_id,
             owner=session.id,
@@ -355,23 +358,41 @@ class Daemon:
         if position is not None:
             session.send(Queued(job_id=job.job_id, position=position - 1))
 
+    async def check_model(
+        self, name: str, *, job_id: str | None = None, request_id: str | None = None
+    ) -> None:
+        """Refuse an unknown model at once, not when the worker gets to it (file checks only)."""
+        try:
+            await asyncio.to_thread(self.models.resolver, name)
+        except Exception as exc:
+            raise self._model_error(name, exc, job_id=job_id, request_id=request_id) from None
+
     async def load_model(self, name: str, request_id: str | None) -> None:
+        await self.check_model(name, request_id=request_id)
+
         def load() -> None:
             self.models.get(name)
 
         try:
-            await asyncio.wrap_future(self.worker.call(load))
-        except ProtocolError:
-            raise
+            await asyncio.wrap_future(self.worker.call(load))  # between jobs, on the worker
         except Exception as exc:
-            code = getattr(exc, "code", ErrorCode.INTERNAL)
-            raise ProtocolError(
-                code if code in ErrorCode.all() else ErrorCode.INTERNAL,
-                f"could not load {name!r}: {getattr(exc, 'message', exc)}",
-                "model",
-                request_id=request_id,
-            ) from None
+            raise self._model_error(name, exc, request_id=request_id) from None
         self.broadcast_status()
+
+    @staticmethod
+    def _model_error(
+        name: str, exc: Exception, *, job_id: str | None = None, request_id: str | None = None
+    ) -> ProtocolError:
+        code = getattr(exc, "code", ErrorCode.INTERNAL)
+        if not isinstance(exc, EngineError):
+            log.exception("loading %s failed", name)
+        return ProtocolError(
+            code if code in ErrorCode.all() else ErrorCode.INTERNAL,
+            f"could not load {name!r}: {getattr(exc, 'message', exc)}",
+            "model",
+            job_id=job_id,
+            request_id=request_id,
+        )
 
     async def unload_model(self, name: str | None) -> None:
         await asyncio.wrap_future(self.worker.call(lambda: self.models.unload(name)))

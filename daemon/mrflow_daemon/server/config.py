@@ -75,7 +75,7 @@ class DaemonConfig:
     preload: bool = _setting(False, "load the default model at start instead of on the first job")
     max_resident_models: int = _setting(1, "how many models stay loaded at once")
     # Limits
-    max_frame_bytes: int = _setting(32 * 1024 * 1024, "largest accepted websocket message, bytes")
+    max_frame_bytes: int = _setting(64 * 1024 * 1024, "largest accepted websocket message, bytes")
     max_image_side: int = _setting(2048, "largest requested width or height, pixels")
     max_steps: int = _setting(100, "most sampling steps a request may ask for")
     max_image_pixels: int = _setting(2048 * 2048, "largest requested width * height, pixels")

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OOM_HINT = (
-    "try a smaller size, fewer images at once, or start the daemon with --offload "
+    "try a smaller size or a preset with a larger scale, or start the daemon with --offload "
     "(slower, needs less GPU memory); other jobs are not affected"
 )
 

@@ -8,12 +8,17 @@ large, and an exact resample then brings the result to the requested size
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from mrflow_daemon.upscale.tiling import run_tiled
+
+if TYPE_CHECKING:
+    from spandrel import ImageModelDescriptor
 
 # Input pixels per tile side when the caller does not choose. 512 keeps an x4
 # RRDBNet's largest activation (64 channels at 2048x2048) near 1 GiB in fp32,
@@ -32,7 +37,7 @@ class Upscaler:
 
     def __init__(
         self,
-        descriptor: object,
+        descriptor: ImageModelDescriptor,
         name: str,
         *,
         tile_size: int | None = None,
@@ -46,30 +51,30 @@ class Upscaler:
     @property
     def scale(self) -> int:
         """The network's own enlargement factor."""
-        return int(self._descriptor.scale)  # type: ignore[attr-defined]
+        return int(self._descriptor.scale)
 
     @property
     def architecture(self) -> str:
         """spandrel's id of the network's architecture ("ESRGAN", "Compact", ...)."""
-        return str(self._descriptor.architecture.id)  # type: ignore[attr-defined]
+        return str(self._descriptor.architecture.id)
 
     @property
     def device(self) -> torch.device:
-        return self._descriptor.device  # type: ignore[attr-defined, no-any-return]
+        return self._descriptor.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._descriptor.dtype  # type: ignore[attr-defined, no-any-return]
+        return self._descriptor.dtype
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> Upscaler:
         """Move the network (in place) and return self. A dtype the architecture cannot run in falls back to float32."""
-        if dtype == torch.float16 and not self._descriptor.supports_half:  # type: ignore[attr-defined]
+        if dtype == torch.float16 and not self._descriptor.supports_half:
             dtype = torch.float32
-        if dtype == torch.bfloat16 and not self._descriptor.supports_bfloat16:  # type: ignore[attr-defined]
+        if dtype == torch.bfloat16 and not self._descriptor.supports_bfloat16:
             dtype = torch.float32
-        self._descriptor.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
+        self._descriptor.to(device=device, dtype=dtype)
         return self
 
     def __repr__(self) -> str:
@@ -108,8 +113,8 @@ class Upscaler:
         _, _, height, width = image.shape
         tile = self.tile_size
         if tile <= 0 or (height <= tile and width <= tile):
-            return self._descriptor(image).float()  # type: ignore[operator, no-any-return]
-        return run_tiled(self._descriptor, image, self.scale, tile, self.tile_overlap)  # type: ignore[arg-type]
+            return self._descriptor(image).float()
+        return run_tiled(self._descriptor, image, self.scale, tile, self.tile_overlap)
 
 
 def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
