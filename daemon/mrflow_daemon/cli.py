@@ -20,18 +20,36 @@ from mrflow_daemon import __version__
 
 # name -> (module, one-line help). Order is the order `mrflow --help` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("mrflow_daemon.commands.demo", "start a daemon and generate one image on the built-in model"),
-    "generate": ("mrflow_daemon.commands.generate", "generate an image with MrFlow staged sampling"),
+    "demo": (
+        "mrflow_daemon.commands.demo",
+        "start a daemon and generate one image on the built-in model",
+    ),
+    "generate": (
+        "mrflow_daemon.commands.generate",
+        "generate an image with MrFlow staged sampling",
+    ),
     "presets": ("mrflow_daemon.commands.presets", "list the sampling presets"),
     "bench": ("mrflow_daemon.commands.bench", "time native against MrFlow, per stage"),
-    "make-tiny-model": ("mrflow_daemon.commands.make_tiny_model", "write a tiny random pipeline in diffusers format"),
-    "train-builtin": ("mrflow_daemon.commands.train_builtin", "train the built-in shapes model (VAE, transformer, upscaler)"),
-    "eval": ("mrflow_daemon.commands.eval", "quality benchmark: shape checker pass rates, native against MrFlow presets"),
+    "make-tiny-model": (
+        "mrflow_daemon.commands.make_tiny_model",
+        "write a tiny random pipeline in diffusers format",
+    ),
+    "train-builtin": (
+        "mrflow_daemon.commands.train_builtin",
+        "train the built-in shapes model (VAE, transformer, upscaler)",
+    ),
+    "eval": (
+        "mrflow_daemon.commands.eval",
+        "quality benchmark: shape checker pass rates, native against MrFlow presets",
+    ),
     "serve": ("mrflow_daemon.commands.serve", "run the local daemon (websockets + msgpack)"),
     "client": ("mrflow_daemon.commands.client", "a headless reference client of the daemon"),
     "models": ("mrflow_daemon.commands.models", "list, download, verify and remove models"),
     "tray": ("mrflow_daemon.commands.tray", "a tray icon that controls the daemon"),
-    "install": ("mrflow_installer.commands.install", "install the Krita plugin and set up the daemon"),
+    "install": (
+        "mrflow_installer.commands.install",
+        "install the Krita plugin and set up the daemon",
+    ),
     "uninstall": ("mrflow_installer.commands.uninstall", "remove what `mrflow install` added"),
 }
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("preset", ["paper", "native"])
+@pytest.mark.parametrize("preset", ["paper", pytest.param("native", marks=pytest.mark.slow)])
 def test_builtin_model_draws_the_caption(preset: str) -> None:
     from mrflow_daemon.engine.pipeline import MrFlowEngine
     from mrflow_daemon.engine.request import GenerationRequest

@@ -137,3 +137,19 @@ def test_a_part_that_fails_still_yields_a_model(
     assert "OutOfMemoryError" in summary["parts"]["transformer"]["error"]
     assert summary["parts"]["transformer"]["steps"] == 0
     assert (tmp_path / "model" / "model_index.json").is_file()
+
+
+def test_upscaler_weights_load_in_spandrel_and_compute_the_same(tmp_path: Path) -> None:
+    spandrel = pytest.importorskip("spandrel")
+    from mrflow_daemon.builtin.upscaler_net import CompactUpscaler
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    ours = CompactUpscaler(num_feat=8, num_conv=2).eval()
+    save_file(ours.state_dict(), str(tmp_path / "up.safetensors"))
+    loaded = spandrel.ModelLoader().load_from_file(str(tmp_path / "up.safetensors"))
+    assert loaded.architecture.id == "Compact"
+    assert loaded.scale == 2
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), ours(x), atol=1e-6)

@@ -9,7 +9,17 @@ import msgpack
 import pytest
 from mrflow_daemon.server.app import Daemon
 from mrflow_protocol.codec import encode
-from mrflow_protocol.messages import Error, GetStatus, Hello, LoadModel, Ping, Pong, Result, Status
+from mrflow_protocol.messages import (
+    Cancel,
+    Error,
+    GetStatus,
+    Hello,
+    LoadModel,
+    Ping,
+    Pong,
+    Result,
+    Status,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -104,8 +114,19 @@ def test_every_refusal_is_answered_while_a_concurrent_job_completes(
     assert (error.code, error.field) == ("unexpected_message", "type")
     error = refusal(encode(Hello(client="again", token=daemon.token)))
     assert (error.code, error.field) == ("unexpected_message", "type")
-    error = refusal(encode(LoadModel(model="/no/such/model", request_id="load")))
-    assert (error.code, error.field, error.request_id) == ("model_not_found", "model", "load")
+    error = refusal(encode(Cancel(job_id="never-submitted", request_id="c9")))
+    assert (error.code, error.field, error.job_id, error.request_id) == (
+        "not_found",
+        "job_id",
+        "never-submitted",
+        "c9",
+    )
+    # An unknown model is refused at once, without waiting for the worker (busy with the held job).
+    client.send(LoadModel(model="/no/such/model", request_id="load"))
+    error = client.wait_for(lambda m: isinstance(m, Error) and m.request_id == "load", timeout=20)
+    assert (error.code, error.field) == ("model_not_found", "model")
+    error = refusal(generate(job_id="typo", model="/no/such/model"))
+    assert (error.code, error.field, error.job_id) == ("model_not_found", "model", "typo")
 
     # Per-client queue limit: two jobs wait behind the busy one, the third is refused.
     assert client.reply_to(generate(job_id="q1", steps=1)) == []

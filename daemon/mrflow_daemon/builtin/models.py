@@ -9,8 +9,8 @@
   `T5EncoderModel` on a word-level unigram vocabulary of the caption grammar, trained jointly with
   the transformer. A frozen random T5 attends almost uniformly and loses which colour belongs to
   which shape; trained, its relative-position attention keeps word order.
-- Upscaler: Real-ESRGAN's SRVGGNetCompact (the realesr-animevideov3 architecture) at x2, built
-  from spandrel's own class so the saved keys are the ones spandrel detects.
+- Upscaler: Real-ESRGAN's SRVGGNetCompact (the realesr-animevideov3 architecture) at x2, with
+  the parameter names spandrel detects (see upscaler_net.py).
 """
 
 from __future__ import annotations
@@ -156,10 +156,10 @@ def make_pipeline(config: TrainConfig):  # type: ignore[no-untyped-def]
 
 
 def make_upscaler(config: TrainConfig) -> torch.nn.Module:
-    from spandrel.architectures.Compact import Compact
+    from mrflow_daemon.builtin.upscaler_net import CompactUpscaler
 
     up = config.upscaler
-    return Compact(num_in_ch=3, num_out_ch=3, num_feat=up.num_feat, num_conv=up.num_conv, upscale=2)
+    return CompactUpscaler(num_feat=up.num_feat, num_conv=up.num_conv, scale=2)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -40,7 +40,7 @@ from mrflow_daemon.builtin.checker import check_image
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, TrainConfig, for_gpu
 from mrflow_daemon.builtin.data import pick_size, step_generator, step_rng, training_batch
 from mrflow_daemon.builtin.models import count_parameters, make_pipeline, make_upscaler
-from mrflow_daemon.builtin.world import eval_cases, render_batch
+from mrflow_daemon.builtin.world import eval_cases, render_batch, render_image
 
 log = logging.getLogger(__name__)
 
@@ -579,7 +579,7 @@ class Trainer:
         return model_dir
 
     @torch.no_grad()
-    def _quick_generation_check(self, model_dir: Path, count: int) -> dict[str, float]:
+    def _quick_generation_check(self, model_dir: Path, count: int) -> dict[str, Any]:
         """Native sampling of held-out prompts with the exported folder, through diffusers."""
         from diffusers import FluxPipeline
 
@@ -588,6 +588,7 @@ class Trainer:
         pipe.set_progress_bar_config(disable=True)
         cases = eval_cases(count, seed=13)
         passes = 0
+        shown: list[Any] = []
         for chunk_start in range(0, count, 16):
             chunk = cases[chunk_start : chunk_start + 16]
             generator = [torch.Generator(self.device).manual_seed(c.seed) for c in chunk]
@@ -603,7 +604,16 @@ class Trainer:
             passes += sum(
                 check_image(im, c.scene).passed for im, c in zip(images, chunk, strict=True)
             )
-        return {"native_28_steps_all_pass": passes / count, "prompts": float(count)}
+            shown += images[: max(0, 8 - len(shown))]
+        # Ground truth above, generations below: a first look before `mrflow eval`.
+        from PIL import Image
+
+        grid = Image.new("RGB", (256 * len(shown), 512))
+        for column, (image, case) in enumerate(zip(shown, cases, strict=False)):
+            grid.paste(render_image(case.scene, case.placements()), (256 * column, 0))
+            grid.paste(image, (256 * column, 256))
+        grid.save(self.out / "quick_check.png")
+        return {"native_28_steps_all_pass": passes / count, "prompts": count}
 
     # -- the whole run -------------------------------------------------------------------------
 
@@ -614,8 +624,8 @@ class Trainer:
         self.train_transformer()
         model_dir = self.export()
         if quick_check:
-            self.states["transformer"].metrics = self._quick_generation_check(
-                model_dir, quick_check
+            self.states["transformer"].metrics = self._measure(
+                "transformer", lambda: self._quick_generation_check(model_dir, quick_check)
             )
         size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         summary = {

@@ -21,11 +21,12 @@ import os
 import sys
 from typing import Any
 
+from mrflow_daemon.bench.arch import ARCHES  # plain data: importing it costs nothing
+
 # OpenMP workers spin-wait by default; with two cores and any other load a step
 # can then run many times slower. Must be set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ARCH_NAMES = ("tiny", "small", "medium", "large", "flux-dev")
 LOAD_MODULE = "mrflow_daemon.bench.load"
 
 
@@ -55,9 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--arch",
-        choices=ARCH_NAMES,
+        choices=list(ARCHES),
         default="medium",
-        help="model shape (default: medium; flux-dev = the full FLUX.1-dev size)",
+        help="model shape with random weights: "
+        + "; ".join(f"{a.name} = {a.description}" for a in ARCHES.values())
+        + " (default: medium)",
     )
     parser.add_argument(
         "--width", type=int, default=1024, help="target width in pixels (default: 1024)"

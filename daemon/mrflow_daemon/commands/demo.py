@@ -82,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
     from mrflow_daemon.server.config import ConfigError, load_config
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"mrflow demo: cannot use --out {out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     upscaler = args.upscaler
     if upscaler is None:
         upscaler = "" if _has_gpu(args.device) else CPU_UPSCALER

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for f in dataclasses.fields(DaemonConfig):
         default = setting_default(f)
-        help_text = f.metadata["help"] + f"  [env MRFLOW_{f.name.upper()}]"
+        shown = "" if default in ("", []) else f", default {default!r}"
+        help_text = f.metadata["help"] + f"  [env MRFLOW_{f.name.upper()}{shown}]"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -52,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs.update(action="append", metavar="ORIGIN")
         else:
             kwargs["type"] = type(default)
-            kwargs["metavar"] = f.name.split("_")[-1].upper()
+            last_word = f.name.split("_")[-1]
+            kwargs["metavar"] = "SECONDS" if last_word == "s" else last_word.upper()
             if f.metadata["choices"]:
                 kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag_name(f.name), **kwargs)

@@ -1,12 +1,13 @@
 """The built-in default model: what `mrflow generate` and `mrflow demo` use without --model.
 
-For now it is the tiny random FLUX pipeline (noise-like images, seconds on a
-CPU), created in the cache folder on first use; a later release replaces it
-with a small trained model.
+The small FLUX-architecture shapes model trained by the project (`mrflow train-builtin`,
+docs/builtin-model.md) when this checkout ships its weights; otherwise the tiny random FLUX
+pipeline (noise-like images, seconds on a CPU), created in the cache folder on first use.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from mrflow_daemon import paths
@@ -15,7 +16,12 @@ BUILTIN_NAME = "builtin-tiny-flux"
 
 
 def builtin_model_path() -> Path:
-    """The built-in model's folder, written on first use (a few seconds, offline)."""
+    """The built-in model's folder (the tiny random one is written on first use, offline)."""
+    from mrflow_daemon.builtin import trained_weights
+
+    trained = trained_weights()
+    if trained is not None:
+        return trained
     folder = paths.cache_dir() / BUILTIN_NAME
     if not (folder / "model_index.json").exists():
         from mrflow_daemon.engine.tiny_model import make_tiny_model
@@ -23,8 +29,6 @@ def builtin_model_path() -> Path:
         partial = folder.with_name(BUILTIN_NAME + ".partial")
         make_tiny_model(partial, family="flux", seed=0)
         if folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         partial.rename(folder)
     return folder

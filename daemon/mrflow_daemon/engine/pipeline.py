@@ -185,6 +185,11 @@ class MrFlowEngine:
             pipe.to(torch_device)
         adapter = make_adapter(pipe, info)
         adapter.fit_preview()
+        if upscaler is None:
+            # A model may ship the upscaler it was trained with (the built-in model does).
+            from mrflow_daemon.builtin import trained_upscaler
+
+            upscaler = trained_upscaler(folder)
         default_upscaler = upscaler is None
         if upscaler is None or isinstance(upscaler, (str, Path)):
             from mrflow_daemon.upscale import load_upscaler

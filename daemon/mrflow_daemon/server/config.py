@@ -10,6 +10,7 @@ setting, where it came from and what is allowed; nothing is silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -27,7 +28,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PREVIEW_FORMATS = ("jpeg", "webp", "png")
 
@@ -106,7 +106,12 @@ class DaemonConfig:
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
 
     def limits(self) -> Limits:
         """The limits every client is told in `welcome` and every request is checked against."""

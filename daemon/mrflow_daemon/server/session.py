@@ -165,7 +165,8 @@ class Session:
                 task.cancel()
             self._outbox.put_nowait(None)
             await asyncio.gather(writer, *self._tasks, return_exceptions=True)
-            log.info("client %s (%s) disconnected", self.id, self.client_name)
+            dropped = f"; {self.dropped_previews} previews dropped" if self.dropped_previews else ""
+            log.info("client %s (%s) disconnected%s", self.id, self.client_name, dropped)
 
     async def _refuse_handshake(self, error: Error) -> bool:
         log.warning("refused client %s: %s", self.remote, error.message)
@@ -278,6 +279,9 @@ class Session:
         try:
             await handler(message)
         except ProtocolError as exc:
+            # Route the refusal to what it answers: the request's id, the job's id.
+            exc.request_id = exc.request_id or getattr(message, "request_id", None)
+            exc.job_id = exc.job_id or getattr(message, "job_id", None)
             self.send(from_protocol_error(exc))
         except JobRefused as exc:
             self.send(
@@ -300,14 +304,22 @@ class Session:
                 )
             )
 
-    def _in_background(self, work: Awaitable[None]) -> None:
+    def _in_background(self, work: Awaitable[None], request_id: str | None) -> None:
         """Run a slow request (model load) without holding up this client's other requests."""
 
         async def guarded() -> None:
             try:
                 await work
             except ProtocolError as exc:
+                exc.request_id = exc.request_id or request_id
                 self.send(from_protocol_error(exc))
+            except Exception as exc:  # a daemon bug: answer it, log it
+                log.exception("session %s: background request failed", self.id)
+                self.send(
+                    error_reply(
+                        ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", request_id=request_id
+                    )
+                )
 
         task = asyncio.create_task(guarded())
         self._tasks.add(task)
@@ -331,14 +343,14 @@ class Session:
             await self.daemon.load_model(message.model, message.request_id)
             self.send(Ok(request=message.type, request_id=message.request_id))
 
-        self._in_background(load())
+        self._in_background(load(), message.request_id)
 
     async def _unload_model(self, message: UnloadModel) -> None:
         async def unload() -> None:
             await self.daemon.unload_model(message.model)
             self.send(Ok(request=message.type, request_id=message.request_id))
 
-        self._in_background(unload())
+        self._in_background(unload(), message.request_id)
 
     async def _subscribe_status(self, message: SubscribeStatus) -> None:
         self.subscribed = message.subscribe

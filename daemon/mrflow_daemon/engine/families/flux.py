@@ -22,11 +22,17 @@ class FluxAdapter(FamilyAdapter):
             prompt_2=None,
             device=self.device,
             num_images_per_prompt=1,
-            max_sequence_length=MAX_SEQUENCE_LENGTH,
+            max_sequence_length=self._t5_length(),
         )
         return PromptEmbeds(
             {"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids}
         )
+
+    def _t5_length(self) -> int:
+        """FLUX does not mask T5 padding, so a model trained with shorter padding (the built-in
+        model pads to 32 tokens) must be prompted at its own length: its tokenizer says which."""
+        tokenizer_limit = getattr(self.pipe.tokenizer_2, "model_max_length", MAX_SEQUENCE_LENGTH)
+        return min(MAX_SEQUENCE_LENGTH, int(tokenizer_limit))
 
     def _image_ids(self, width: int, height: int) -> torch.Tensor:
         """(row, column) position of each packed token, for the transformer's RoPE."""
