@@ -198,12 +198,6 @@ def _png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.xfail(
-    reason="daemon: an error raised by a request handler does not carry the request's "
-    "request_id yet (server/session.py), so the client cannot match it to the cancel",
-    raises=TimeoutError,
-    strict=False,
-)
 def test_cancel_of_an_unknown_job_is_not_found(live_daemon: LiveDaemon) -> None:
     with (
         connect(live_daemon.url, live_daemon.token, timeout=3) as client,

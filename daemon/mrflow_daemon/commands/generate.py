@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--model",
         default=None,
-        help="a diffusers folder (FLUX.1 dev/schnell or Qwen-Image) or a Hugging Face id; "
+        help="a model from `mrflow models list`, a diffusers folder (FLUX.1 dev/schnell or "
+        "Qwen-Image) or a Hugging Face id; "
         "default: the built-in tiny model",
     )
     model.add_argument(
@@ -273,12 +274,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from mrflow_daemon.engine.pipeline import MrFlowEngine
 
-        if args.model is None:
-            from mrflow_daemon.engine.builtin import builtin_model_path
-
-            model: str | Path = builtin_model_path()
-        else:
-            model = args.model
+        model = _model_location(args.model)
         engine = MrFlowEngine.from_pretrained(
             model,
             device=args.device,
@@ -313,3 +309,18 @@ def run(args: argparse.Namespace) -> int:
     print(timing_table(result))
     print(f"seed {result.seed}; wrote {args.out}")
     return 0
+
+
+def _model_location(model: str | None) -> str | Path:
+    """None: the built-in model; a catalog or installed name: its folder (`mrflow models`);
+    a folder: itself; anything else that looks like "owner/name": a Hugging Face id."""
+    from mrflow_daemon import models
+    from mrflow_daemon.engine.errors import ModelNotFoundError
+    from mrflow_daemon.engine.pipeline import HF_ID
+
+    try:
+        return models.resolve(model or "builtin")
+    except ModelNotFoundError:
+        if model is not None and HF_ID.match(model) and not Path(model).expanduser().exists():
+            return model
+        raise
