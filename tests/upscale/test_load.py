@@ -11,6 +11,7 @@ import torch
 from mrflow_daemon import paths
 from mrflow_daemon.engine.errors import ModelNotFoundError, UnsupportedModelError
 from mrflow_daemon.upscale import load_upscaler
+from mrflow_daemon.upscale.load import resolve_upscaler
 from PIL import Image
 
 
@@ -44,11 +45,18 @@ def test_rrdb_in_basicsr_params_ema_naming_loads(
     assert upscaler.architecture == "ESRGAN" and upscaler.scale == 4
 
 
-def test_default_for_x2_uses_installed_weights(ncnn_weights: dict[str, Path]) -> None:
+def test_default_for_x2_on_a_gpu_uses_installed_weights(ncnn_weights: dict[str, Path]) -> None:
     paths.upscalers_dir().mkdir(parents=True)
     shutil.copy(ncnn_weights["RealESRGAN_x4plus"], paths.upscalers_dir())
-    upscaler = load_upscaler(None, scale=2)
-    assert upscaler.name == "RealESRGAN_x4plus"
+    found = resolve_upscaler(None, scale=2, device_type="cuda")
+    assert found == paths.upscalers_dir() / "RealESRGAN_x4plus.safetensors"
+
+
+def test_default_on_a_cpu_is_the_compact_network(ncnn_weights: dict[str, Path]) -> None:
+    paths.upscalers_dir().mkdir(parents=True)
+    shutil.copy(ncnn_weights["RealESRGAN_x4plus"], paths.upscalers_dir())
+    upscaler = load_upscaler(None, scale=2, device="cpu")
+    assert upscaler.name == "realesr-animevideov3"
 
 
 def test_known_name_is_converted_from_the_wheel_once(ncnn_weights: dict[str, Path]) -> None:

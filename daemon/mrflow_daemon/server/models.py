@@ -6,7 +6,10 @@ memory); the asyncio side only reads `loaded_names()` for status replies.
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +21,6 @@ if TYPE_CHECKING:
     from mrflow_daemon.engine.result import GenerationResult
 
 log = logging.getLogger(__name__)
-
-BUILTIN = "builtin"
 
 
 class Engine(Protocol):
@@ -79,3 +80,77 @@ def resolve_model(name: str) -> Path:
     from mrflow_daemon import models
 
     return models.resolve(name)
+
+
+class ModelHost:
+    """Resident engines by resolved folder, least recently used first out."""
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        *,
+        factory: EngineFactory = load_mrflow_engine,
+        resolver: Callable[[str], Path] = resolve_model,
+        max_resident: int = 1,
+    ) -> None:
+        self.options = options
+        self.factory = factory
+        self.resolver = resolver
+        self.max_resident = max_resident
+        self._engines: OrderedDict[str, tuple[Path, Engine]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Engine:
+        """The engine for `name`, loading it (and unloading the oldest over the cap) if needed."""
+        with self._lock:
+            if name in self._engines:
+                self._engines.move_to_end(name)
+                return self._engines[name][1]
+        path = self.resolver(name)
+        with self._lock:
+            for other, (other_path, engine) in self._engines.items():
+                if other_path == path:  # the same folder under another name
+                    self._engines.move_to_end(other)
+                    return engine
+        while len(self._engines) >= self.max_resident:
+            oldest = next(iter(self._engines))
+            self.unload(oldest)
+        log.info("loading model %s from %s", name, path)
+        engine = self.factory(path, self.options)
+        with self._lock:
+            self._engines[name] = (path, engine)
+        return engine
+
+    def unload(self, name: str | None = None) -> list[str]:
+        """Unload one model (or all when `name` is None); returns the names unloaded."""
+        with self._lock:
+            names = list(self._engines) if name is None else [n for n in self._engines if n == name]
+            engines = [self._engines.pop(n)[1] for n in names]
+        for unloaded, engine in zip(names, engines, strict=True):
+            log.info("unloading model %s", unloaded)
+            engine.unload()
+        if engines:
+            free_device_memory()
+        return names
+
+    def is_loaded(self, name: str) -> bool:
+        with self._lock:
+            return name in self._engines
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._engines)
+
+
+def free_device_memory() -> None:
+    """Return cached device memory to the driver (after an unload or an out-of-memory error)."""
+    gc.collect()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
