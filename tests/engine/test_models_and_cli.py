@@ -177,9 +177,14 @@ def test_cli_generate_reports_bad_input(tiny_flux_dir, tmp_path, capsys):
                  "--upscaler", FAST_UPSCALER, "--out", str(tmp_path / "o.png")])  # fmt: skip
     assert code == 2
     assert "(width)" in capsys.readouterr().err
-    code = main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "x"])
+    missing = tmp_path / "missing"
+    code = main(["generate", "--model", str(missing), "--prompt", "x"])
     assert code == 2
-    assert "does not exist" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "(model)" in error and f"no model at {missing}" in error
+    code = main(["generate", "--model", "FLUX.1-dev", "--prompt", "x"])
+    assert code == 2
+    assert "mrflow models pull FLUX.1-dev" in capsys.readouterr().err
 
 
 def test_cli_help_explains_every_flag(capsys):
