@@ -41,11 +41,13 @@ class FakeDaemon:
     def __init__(self, port: int) -> None:
         self.port = port
         self.received: list[object] = []
+        self._open: set[ServerConnection] = set()
         self._server = serve(self._handle, "127.0.0.1", port)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     def _handle(self, websocket: ServerConnection) -> None:
+        self._open.add(websocket)
         session = ServerSession(token=TOKEN)
         for frame in websocket:
             try:
@@ -68,7 +70,11 @@ class FakeDaemon:
                 )
 
     def stop(self) -> None:
+        """Stop like a daemon that exits: every open connection closes, not only the listener
+        (websockets' sync `shutdown()` leaves open connections alone before version 17)."""
         self._server.shutdown()
+        for websocket in list(self._open):
+            websocket.close(1001, "daemon stopped")
         self._thread.join(5)
 
 

@@ -162,7 +162,8 @@ class Client:
             ) from None
         # Entered as a context manager (closed by `close()`), as websockets asks of long-lived
         # connections.
-        return connection.__enter__()
+        connection.__enter__()
+        return connection
 
     def _handshake(self) -> Welcome:
         try:
