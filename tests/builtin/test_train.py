@@ -153,3 +153,42 @@ def test_upscaler_weights_load_in_spandrel_and_compute_the_same(tmp_path: Path) 
     x = torch.rand(1, 3, 16, 24)
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), ours(x), atol=1e-6)
+
+
+def test_cpu_config_is_selectable_and_sized_for_two_cores() -> None:
+    config = get_config("cpu")
+    assert config.name == "cpu"
+    assert config.vae.crop > 0 and not config.vae.mid_attention
+    assert config.transformer.data_pool > 0
+    head_dim = config.transformer.attention_head_dim
+    assert sum(config.transformer.axes_dims_rope) == head_dim
+    assert sum(config.time_shares) < 1.0  # leaves time for export and checks
+
+
+def test_crop_batch_cuts_square_patches_near_shapes() -> None:
+    import random
+
+    from mrflow_daemon.builtin.data import crop_batch, training_batch
+
+    batch = training_batch(random.Random(0), (256, 256), 4, "cpu")
+    patches = crop_batch(random.Random(1), batch, 64, near_shape=1.0)
+    assert patches.shape == (4, 3, 64, 64)
+    # Centred near a shape: every patch holds more than one colour.
+    assert all(p.flatten(1).std(dim=1).max() > 0.05 for p in patches)
+
+
+def test_patch_training_and_data_pool_run(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    tiny = get_config("tiny")
+    config = replace(
+        tiny,
+        vae=replace(tiny.vae, steps=4, crop=32, whole_fraction=0.5, mid_attention=False),
+        transformer=replace(tiny.transformer, steps=4, data_pool=2),
+        upscaler=replace(tiny.upscaler, crop=32),
+    )
+    summary = Trainer(config, tmp_path, progress=False).run(quick_check=0)
+    assert summary["parts"]["transformer"]["steps"] == 4
+    assert all(summary["parts"][p]["error"] is None for p in ("vae", "upscaler", "transformer"))
+    vae = json.loads((tmp_path / "model" / "vae" / "config.json").read_text())
+    assert vae["mid_block_add_attention"] is False

@@ -13,6 +13,7 @@ import torch
 
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS
 from mrflow_daemon.builtin.world import (
+    Placement,
     Scene,
     render_batch,
     sample_placements,
@@ -25,6 +26,7 @@ class Batch:
     images: torch.Tensor  # [B, 3, H, W] in [0, 1]
     captions: list[str]
     scenes: list[Scene]
+    placements: list[tuple[Placement, ...]] | None = None
 
 
 def step_rng(seed: int, part: str, step: int) -> random.Random:
@@ -49,4 +51,30 @@ def training_batch(
     scenes = [sample_train_scene(rng) for _ in range(batch_size)]
     placements = [sample_placements(scene, rng) for scene in scenes]
     images = render_batch(scenes, placements, size[0], size[1], device=device)
-    return Batch(images, [s.caption() for s in scenes], scenes)
+    return Batch(images, [s.caption() for s in scenes], scenes, placements)
+
+
+def crop_batch(
+    rng: random.Random, batch: Batch, crop: int, near_shape: float = 0.5
+) -> torch.Tensor:
+    """Square `crop`-pixel patches of the batch's pictures, one per picture.
+
+    A random patch of this world is mostly plain background; `near_shape` of them are centred
+    near one of the picture's shapes instead, so edges and shape colours get their share.
+    """
+    _, _, height, width = batch.images.shape
+    crop = min(crop, height, width)
+    patches = []
+    for index, image in enumerate(batch.images):
+        shapes = batch.placements[index] if batch.placements else ()
+        if shapes and rng.random() < near_shape:
+            shape = rng.choice(shapes)
+            cx = shape.cx * width + rng.uniform(-crop / 2, crop / 2)
+            cy = shape.cy * height + rng.uniform(-crop / 2, crop / 2)
+            left, top = round(cx - crop / 2), round(cy - crop / 2)
+        else:
+            left, top = rng.randrange(width - crop + 1), rng.randrange(height - crop + 1)
+        left = min(max(left, 0), width - crop)
+        top = min(max(top, 0), height - crop)
+        patches.append(image[:, top : top + crop, left : left + crop])
+    return torch.stack(patches)

@@ -124,6 +124,7 @@ def make_pipeline(config: TrainConfig):  # type: ignore[no-untyped-def]
         layers_per_block=vae_config.layers_per_block,
         latent_channels=vae_config.latent_channels,
         norm_num_groups=vae_config.norm_num_groups,
+        mid_block_add_attention=vae_config.mid_attention,
         sample_size=256,
         use_quant_conv=False,
         use_post_quant_conv=False,

@@ -38,7 +38,13 @@ from tqdm import tqdm
 
 from mrflow_daemon.builtin.checker import check_image
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, TrainConfig, for_gpu
-from mrflow_daemon.builtin.data import pick_size, step_generator, step_rng, training_batch
+from mrflow_daemon.builtin.data import (
+    crop_batch,
+    pick_size,
+    step_generator,
+    step_rng,
+    training_batch,
+)
 from mrflow_daemon.builtin.models import count_parameters, make_pipeline, make_upscaler
 from mrflow_daemon.builtin.world import eval_cases, render_batch, render_image
 
@@ -303,8 +309,11 @@ class Trainer:
         def step(index: int, progress: float) -> float | None:
             rng = step_rng(self.config.seed, "vae", index)
             size = pick_size(rng, 0.5)
-            batch = training_batch(rng, size, cfg.batch_size, self.device)
-            x = batch.images * 2 - 1
+            patches = cfg.crop > 0 and progress < 1 - cfg.whole_fraction
+            count = cfg.batch_size if patches or not cfg.crop else cfg.whole_batch_size
+            batch = training_batch(rng, size, count, self.device)
+            images = crop_batch(rng, batch, cfg.crop) if patches else batch.images
+            x = images * 2 - 1
             generator = step_generator(self.config.seed, "vae", index, self.device)
             with self.autocast():
                 posterior = vae.encode(x).latent_dist
@@ -391,7 +400,9 @@ class Trainer:
 
         def step(index: int, progress: float) -> float | None:
             rng = step_rng(self.config.seed, "upscaler", index)
-            high = training_batch(rng, pick_size(rng, 0.0), cfg.batch_size, self.device).images
+            batch = training_batch(rng, pick_size(rng, 0.0), cfg.batch_size, self.device)
+            # Even patch sizes only: the low-res input is exactly half.
+            high = crop_batch(rng, batch, cfg.crop // 2 * 2) if cfg.crop else batch.images
             low = self._degrade(high, vae, rng)
             with self.autocast():
                 pred = model(low).float()
@@ -466,14 +477,27 @@ class Trainer:
 
         sched = pipe.scheduler.config
 
-        def step(index: int, progress: float) -> float | None:
-            rng = step_rng(self.config.seed, "transformer", index)
+        # Encoded pictures of the data pool, by pool index (see TransformerConfig.data_pool).
+        pool: dict[int, tuple[tuple[int, int], list[str], torch.Tensor]] = {}
+
+        def pictures(index: int) -> tuple[tuple[int, int], list[str], torch.Tensor]:
+            data_index = index % cfg.data_pool if cfg.data_pool else index
+            if data_index in pool:
+                return pool[data_index]
+            rng = step_rng(self.config.seed, "transformer", data_index)
             size = pick_size(rng, cfg.low_fraction)
             batch = training_batch(rng, size, cfg.batch_size, self.device)
-            generator = step_generator(self.config.seed, "transformer", index, self.device)
-            count = len(batch.captions)
             with torch.no_grad(), self.autocast():
                 z = pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
+            item = (size, batch.captions, z)
+            if cfg.data_pool:
+                pool[data_index] = item
+            return item
+
+        def step(index: int, progress: float) -> float | None:
+            size, captions, z = pictures(index)
+            generator = step_generator(self.config.seed, "transformer", index, self.device)
+            count = len(captions)
             z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
             _, channels, lh, lw = z.shape
             x0 = FluxPipeline._pack_latents(z, count, channels, lh, lw)
@@ -504,7 +528,7 @@ class Trainer:
                 *cfg.guidance_range, generator=generator
             )
             with self.autocast():
-                sequence, pooled = self.encode_captions(batch.captions)
+                sequence, pooled = self.encode_captions(captions)
                 text_ids = torch.zeros(sequence.shape[1], 3, device=self.device)
                 pred = pipe.transformer(
                     hidden_states=xt,
