@@ -282,11 +282,15 @@ def build_flux_pipeline(
     )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from mrflow_daemon.engine.tiny_model import FLUX_DEV_SCHEDULER, _clip_tokenizer, _t5_tokenizer
+    from mrflow_daemon.engine.tiny_model import (
+        FLUX_DEV_SCHEDULER,
+        byte_level_clip_tokenizer,
+        character_t5_tokenizer,
+    )
 
     dtype = dtype or torch.float32
-    clip_tokenizer = _clip_tokenizer()
-    t5_tokenizer = _t5_tokenizer()
+    clip_tokenizer = byte_level_clip_tokenizer()
+    t5_tokenizer = character_t5_tokenizer()
     clip_config = CLIPTextConfig(
         **arch.clip,
         max_position_embeddings=77,

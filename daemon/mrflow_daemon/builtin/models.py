@@ -51,9 +51,9 @@ def grammar_words() -> list[str]:
 
 def make_clip_tokenizer():  # type: ignore[no-untyped-def]
     """The engine's offline byte-level CLIP tokenizer (every byte a token, 77 positions)."""
-    from mrflow_daemon.engine.tiny_model import _clip_tokenizer
+    from mrflow_daemon.engine.tiny_model import byte_level_clip_tokenizer
 
-    return _clip_tokenizer()
+    return byte_level_clip_tokenizer()
 
 
 def make_t5_tokenizer(max_length: int):  # type: ignore[no-untyped-def]

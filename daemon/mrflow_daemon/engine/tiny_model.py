@@ -271,11 +271,6 @@ def _qwen_pipeline():  # type: ignore[no-untyped-def]
     )
 
 
-# The names these had before they were public (other modules import them).
-_clip_tokenizer = byte_level_clip_tokenizer
-_t5_tokenizer = character_t5_tokenizer
-
-
 def make_tiny_model(path: str | Path, family: str = "flux", seed: int = 0) -> Path:
     """Write a tiny random pipeline of `family` ("flux", "flux-schnell" or "qwen") to `path`.
 
