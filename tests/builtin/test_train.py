@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from mrflow_daemon.builtin.config import get_config
-from mrflow_daemon.builtin.models import make_t5_tokenizer
+from mrflow_daemon.builtin.models import LOCAL_WINDOWS, make_pipeline, make_t5_tokenizer
 from mrflow_daemon.builtin.train import UPSCALER_FILE, Trainer
 
 
@@ -78,6 +78,26 @@ def test_t5_tokenizer_reads_words_not_letters() -> None:
     ).input_ids
     assert len(ids) == 17  # 15 words, the comma, </s>
     assert tokenizer.model_max_length == 32
+
+
+@pytest.mark.parametrize("config", ["tiny", "cpu"])
+def test_t5_starts_with_local_attention(config: str) -> None:
+    """Each head's position bias favours its window of neighbouring words, so a colour word and
+    its shape and position words mix from the first step (a uniform start loses word order)."""
+    torch.manual_seed(0)
+    t5 = make_pipeline(get_config(config)).text_encoder_2
+    attention = t5.encoder.block[0].layer[0].SelfAttention
+    length = 20
+    bias = attention.compute_bias(length, length)[0]  # [heads, query, key]
+    query = 10
+    for head in range(bias.shape[0]):
+        window = [query + o for o in LOCAL_WINDOWS[head % len(LOCAL_WINDOWS)]]
+        # T5 buckets offsets beyond 3 logarithmically (4-6 share one): allow 2 words of spill.
+        near = [k for k in range(length) if min(abs(k - w) for w in window) <= 2]
+        far = [k for k in range(length) if k not in near]
+        assert bias[head, query, window].min() > bias[head, query, far].max() + 2.0
+        weights = bias[head, query].softmax(-1)
+        assert weights[window].min() > 5 * weights[far].max()
 
 
 def test_engine_loads_and_runs_the_trained_folder(trained: Path) -> None:
