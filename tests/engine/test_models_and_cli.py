@@ -197,9 +197,11 @@ def test_cli_help_explains_every_flag(capsys):
         assert flag in text
 
 
-def test_builtin_model_is_made_once(monkeypatch, tmp_path):
+def test_builtin_model_is_made_once_without_trained_weights(monkeypatch, tmp_path):
+    import mrflow_daemon.builtin
     from mrflow_daemon.engine.builtin import builtin_model_path
 
+    monkeypatch.setattr(mrflow_daemon.builtin, "trained_weights", lambda: None)
     monkeypatch.setenv("MRFLOW_HOME", str(tmp_path))
     folder = builtin_model_path()
     assert folder.is_relative_to(tmp_path) and family_info(folder).name == "flux-dev"
@@ -207,6 +209,19 @@ def test_builtin_model_is_made_once(monkeypatch, tmp_path):
     assert (
         builtin_model_path() == folder and (folder / "model_index.json").stat().st_mtime_ns == stamp
     )
+
+
+def test_builtin_model_is_the_trained_one_when_shipped(monkeypatch, tmp_path):
+    import mrflow_daemon.builtin
+    from mrflow_daemon.engine.builtin import builtin_model_path
+
+    shipped = tmp_path / "weights"
+    monkeypatch.setattr(mrflow_daemon.builtin, "WEIGHTS_DIR", shipped)
+    monkeypatch.setenv("MRFLOW_HOME", str(tmp_path / "home"))
+    shipped.mkdir()
+    assert builtin_model_path() != shipped  # no model_index.json: not a model folder
+    (shipped / "model_index.json").write_text("{}")
+    assert builtin_model_path() == shipped
 
 
 def test_device_and_dtype_choices_are_checked():
