@@ -8,10 +8,13 @@ upscaler in `weights/upscaler/`); see docs/builtin-model.md.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 UPSCALER_GLOB = "upscaler/*.safetensors"
+CARD_FILE = "builtin.json"  # what a built-in-world model is: example prompt, working size
 
 
 def trained_weights() -> Path | None:
@@ -26,3 +29,12 @@ def trained_upscaler(model_dir: Path | None = None) -> Path | None:
         return None
     found = sorted(folder.glob(UPSCALER_GLOB))
     return found[0] if found else None
+
+
+def model_card(model_dir: Path) -> dict[str, Any] | None:
+    """A built-in-world model's `builtin.json` (example prompt, working size), or None."""
+    try:
+        card = json.loads((model_dir / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None

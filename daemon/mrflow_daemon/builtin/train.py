@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mrflow_daemon.builtin import CARD_FILE
 from mrflow_daemon.builtin.checker import check_image
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, TrainConfig, for_gpu
 from mrflow_daemon.builtin.data import (
@@ -599,7 +600,7 @@ class Trainer:
             "lowres_size": [128, 128],
             "example_prompt": "a red circle on the left and a blue square at the top, grey background",
         }
-        (model_dir / "builtin.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        (model_dir / CARD_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         return model_dir
 
     @torch.no_grad()

@@ -9,8 +9,12 @@ every low-res preview (preview_01.jpg ...), the decoded low-res image
 (lowres.png), the Real-ESRGAN enlargement (upscaled.png) and the refined
 result (result.png). Then it prints a timing table and stops the daemon.
 
-The built-in model is a tiny random FLUX pipeline: its pictures are noise,
-but every stage of the real method runs. Use --model for a real one.
+The built-in model is the project's own small FLUX-architecture model of
+coloured shapes (docs/builtin-model.md): without --prompt/--width/--height the
+demo paints its example caption at its working size, 256 x 256, with the x2
+upscaler trained beside it, and checks the picture against the caption. In a
+checkout without its trained weights it is a tiny random pipeline instead
+(pictures are noise, every stage still runs). Use --model for a real model.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
 
+FALLBACK_PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+FALLBACK_SIZE = (512, 512)
 CPU_UPSCALER = "realesr-animevideov3-x2"
 """Real-ESRGAN's compact (SRVGG) network: seconds instead of minutes on a laptop CPU."""
 
@@ -52,13 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for the images (default out/demo)",
     )
     parser.add_argument(
-        "--prompt", default="a lighthouse on a cliff at dusk, oil painting", help="what to paint"
+        "--prompt",
+        default=None,
+        help="what to paint (default: the built-in model's example caption, else "
+        f"{FALLBACK_PROMPT!r})",
     )
     parser.add_argument(
         "--model", default="builtin", help="model name or diffusers folder (default: builtin)"
     )
-    parser.add_argument("--width", type=int, default=512, help="output width (default 512)")
-    parser.add_argument("--height", type=int, default=512, help="output height (default 512)")
+    parser.add_argument(
+        "--width", type=int, default=None, help="output width (default: the model's working size)"
+    )
+    parser.add_argument(
+        "--height",
+        type=int,
+        default=None,
+        help="output height (default: the model's working size, else 512)",
+    )
     parser.add_argument("--preset", default=None, help="sampling preset (default: paper, 12+1)")
     parser.add_argument("--steps", type=int, default=None, help="override the low-res step count")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -87,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mrflow demo: cannot use --out {out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
+    card = _model_card(args.model)
+    _fill_defaults(args, card)
     upscaler = args.upscaler
     if upscaler is None:
-        upscaler = "" if _has_gpu(args.device) else CPU_UPSCALER
+        # "": the daemon's default, which is the model's own upscaler when its folder has one.
+        bundled = card is not None and card.get("upscaler")
+        upscaler = "" if bundled or _has_gpu(args.device) else CPU_UPSCALER
     try:
         config = load_config(
             environ={},  # a private daemon: the user's MRFLOW_* settings are for `mrflow serve`
@@ -114,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  upscaler: {upscaler or 'Real-ESRGAN (the daemon default)'}")
         try:
             with connect(daemon.url, token=daemon.token, client_name="mrflow demo") as client:
-                return _generate(client, args, out, startup_s)
+                return _generate(client, args, out, startup_s, check=card is not None)
         except (JobCancelled, KeyboardInterrupt):
             print("\ncancelled", file=sys.stderr)
             return EXIT_CANCELLED
@@ -125,6 +145,47 @@ def run(args: argparse.Namespace) -> int:
             print("Stopping the daemon ...", flush=True)
 
 
+def _model_card(model: str) -> dict[str, object] | None:
+    """The model's built-in-world card (example prompt, working size), if it has one."""
+    from mrflow_daemon.builtin import model_card
+    from mrflow_daemon.server.models import resolve_model
+
+    try:
+        return model_card(resolve_model(model))
+    except Exception:  # an unknown model: the daemon reports it with its own message
+        return None
+
+
+def _fill_defaults(args: argparse.Namespace, card: dict[str, object] | None) -> None:
+    size = card.get("working_size") if card else None
+    width, height = size if isinstance(size, list) and len(size) == 2 else FALLBACK_SIZE
+    if args.prompt is None:
+        example = card.get("example_prompt") if card else None
+        args.prompt = example if isinstance(example, str) else FALLBACK_PROMPT
+    args.width = width if args.width is None else args.width
+    args.height = height if args.height is None else args.height
+
+
+def _check_caption(image_bytes: bytes, prompt: str) -> str:
+    """The built-in model's checker on the result: a line saying what passed."""
+    import io
+
+    from PIL import Image
+
+    from mrflow_daemon.builtin.checker import check_image
+    from mrflow_daemon.builtin.world import CaptionError, parse_caption
+
+    try:
+        scene = parse_caption(prompt)
+    except CaptionError as exc:
+        return f"not checked: the prompt is outside the built-in grammar ({exc})"
+    result = check_image(Image.open(io.BytesIO(image_bytes)).convert("RGB"), scene)
+    if result.passed:
+        return "all checks pass (background, count, colour, kind, position)"
+    failed = [name for name, ok in result.checks().items() if not ok]
+    return f"FAILED {', '.join(failed)} (see docs/quality.md for the model's pass rates)"
+
+
 def _has_gpu(device: str) -> bool:
     if device:
         return not device.startswith("cpu")
@@ -133,7 +194,9 @@ def _has_gpu(device: str) -> bool:
     return bool(torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
-def _generate(client: object, args: argparse.Namespace, out: Path, startup_s: float) -> int:
+def _generate(
+    client: object, args: argparse.Namespace, out: Path, startup_s: float, *, check: bool
+) -> int:
     from mrflow_protocol import Preview, Progress, Result, StageImage
 
     from mrflow_daemon.client import Client
@@ -187,6 +250,8 @@ def _generate(client: object, args: argparse.Namespace, out: Path, startup_s: fl
     if "load" in stage_started and "text_encode" in stage_started:
         load_s = stage_started["text_encode"] - stage_started["load"]
     _print_timings(result, startup_s, load_s, first_preview_s, wall_s)
+    if check:
+        print(f"Checked against the caption: {_check_caption(result.image, args.prompt)}")
     return EXIT_OK
 
 

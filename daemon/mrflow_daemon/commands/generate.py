@@ -76,13 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--width",
         type=int,
         default=None,
-        help="output width in pixels (default: the input image's, else 1024)",
+        help="output width in pixels (default: the input image's, else the model's working size: "
+        "256 for the built-in model, 1024 for others)",
     )
     what.add_argument(
         "--height",
         type=int,
         default=None,
-        help="output height in pixels (default: the input image's, else 1024)",
+        help="output height in pixels (default: as for --width)",
     )
     what.add_argument(
         "--seed",
@@ -251,7 +252,12 @@ def run(args: argparse.Namespace) -> int:
     if mask is not None and image is None:
         print("error: --mask needs --image", file=sys.stderr)
         return 2
-    default_size = image.size if image is not None else (1024, 1024)
+    try:
+        model = _model_location(args.model)
+    except EngineError as exc:
+        print(f"error (model): {exc.message}", file=sys.stderr)
+        return 2
+    default_size = image.size if image is not None else _working_size(model)
     strength = args.strength if args.strength is not None else (1.0 if mask is not None else 0.6)
     request = GenerationRequest(
         prompt=args.prompt,
@@ -274,7 +280,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         from mrflow_daemon.engine.pipeline import MrFlowEngine
 
-        model = _model_location(args.model)
         engine = MrFlowEngine.from_pretrained(
             model,
             device=args.device,
@@ -309,6 +314,17 @@ def run(args: argparse.Namespace) -> int:
     print(timing_table(result))
     print(f"seed {result.seed}; wrote {args.out}")
     return 0
+
+
+def _working_size(model: str | Path) -> tuple[int, int]:
+    """The size a model was trained for: its built-in-world card's, else FLUX's 1024 x 1024."""
+    from mrflow_daemon.builtin import model_card
+
+    card = model_card(model) if isinstance(model, Path) else None
+    size = card.get("working_size") if card else None
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size[0], size[1]
+    return 1024, 1024
 
 
 def _model_location(model: str | None) -> str | Path:
