@@ -63,6 +63,12 @@ class TransformerConfig:
     refine_fraction: float = (
         0.25  # share of 256-class samples drawn at small sigma (the refine step)
     )
+    # Share of samples drawn uniformly in [high_noise_floor, 1]: the noise levels where the
+    # picture is still almost pure noise and the layout must come from the caption alone. The
+    # logit-normal draw alone puts only ~10% of samples above sigma 0.8, and a first CPU run
+    # there predicted shapes of the wrong colour in the wrong place after 2,000 steps.
+    high_noise_fraction: float = 0.35
+    high_noise_floor: float = 0.7
     guidance_range: tuple[float, float] = (1.0, 5.0)
     # 0: fresh pictures every step. N > 0: step k trains on the pictures of step k mod N, whose
     # latents are encoded once and kept in memory (the VAE encode is ~40% of a CPU step at 256 px);

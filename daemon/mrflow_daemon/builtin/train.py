@@ -522,6 +522,16 @@ class Trainer:
                     torch.rand(count, generator=generator, device=self.device) < cfg.refine_fraction
                 )
                 sigma = torch.where(pick, low, sigma)
+            if cfg.high_noise_fraction:
+                floor = cfg.high_noise_floor
+                high = floor + (1 - floor) * torch.rand(
+                    count, generator=generator, device=self.device
+                )
+                pick = (
+                    torch.rand(count, generator=generator, device=self.device)
+                    < cfg.high_noise_fraction
+                )
+                sigma = torch.where(pick, high, sigma)
             noise = torch.randn(x0.shape, generator=generator, device=self.device)
             s = sigma.view(count, 1, 1)
             xt = (1 - s) * x0 + s * noise
