@@ -212,3 +212,19 @@ def test_patch_training_and_data_pool_run(tmp_path: Path) -> None:
     assert all(summary["parts"][p]["error"] is None for p in ("vae", "upscaler", "transformer"))
     vae = json.loads((tmp_path / "model" / "vae" / "config.json").read_text())
     assert vae["mid_block_add_attention"] is False
+
+
+def test_shape_tokens_mark_the_tokens_a_shape_covers() -> None:
+    """The loss weight map: a shape at the top marks top-row tokens, never the bottom half."""
+    import random
+
+    from mrflow_daemon.builtin.data import Batch, shape_tokens
+    from mrflow_daemon.builtin.world import parse_caption, render_batch, sample_placements
+
+    scene = parse_caption("a red circle at the top, grey background")
+    placements = [sample_placements(scene, random.Random(0))]
+    batch = Batch(render_batch([scene], placements, 128, 128), [scene.caption()], [scene])
+    exact = shape_tokens(batch, dilate=0).view(8, 8)  # 128 px: 8 x 8 tokens of 16 px
+    assert exact[:3, 2:6].sum() >= 2 and exact[4:].sum() == 0 and exact[:, :2].sum() == 0
+    grown = shape_tokens(batch).view(8, 8)
+    assert grown.sum() > exact.sum() and bool((grown >= exact).all())

@@ -69,6 +69,11 @@ class TransformerConfig:
     # there predicted shapes of the wrong colour in the wrong place after 2,000 steps.
     high_noise_fraction: float = 0.35
     high_noise_floor: float = 0.7
+    # Loss weight of the tokens a shape covers (and their neighbours), against 1 for the rest.
+    # A shape is 3-4% of the picture (two tokens wide at 128 px): unweighted, the background's
+    # tokens dominate the loss, and a run 2,900 steps in changed its prediction by only 1.5%
+    # between "at the top" and "at the bottom" (a right answer differs by ~25%).
+    shape_loss_weight: float = 4.0
     guidance_range: tuple[float, float] = (1.0, 5.0)
     # 0: fresh pictures every step. N > 0: step k trains on the pictures of step k mod N, whose
     # latents are encoded once and kept in memory (the VAE encode is ~40% of a CPU step at 256 px);

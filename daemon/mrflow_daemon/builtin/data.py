@@ -13,6 +13,7 @@ import torch
 
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS
 from mrflow_daemon.builtin.world import (
+    BACKGROUND_COLOURS,
     Placement,
     Scene,
     render_batch,
@@ -78,3 +79,19 @@ def crop_batch(
         top = min(max(top, 0), height - crop)
         patches.append(image[:, top : top + crop, left : left + crop])
     return torch.stack(patches)
+
+
+def shape_tokens(batch: Batch, token: int = 16, dilate: int = 1) -> torch.Tensor:
+    """[B, tokens] 1.0 where a FLUX token (`token` pixels square) shows a shape, grown by
+    `dilate` tokens so the shape's surroundings count too; 0.0 for plain background."""
+    images = batch.images
+    background = torch.tensor(
+        [BACKGROUND_COLOURS[scene.background] for scene in batch.scenes],
+        dtype=images.dtype,
+        device=images.device,
+    ).view(-1, 3, 1, 1)
+    shape = ((images - background / 255).abs().amax(dim=1, keepdim=True) > 0.1).to(images.dtype)
+    grid = torch.nn.functional.max_pool2d(shape, token)
+    if dilate:
+        grid = torch.nn.functional.max_pool2d(grid, 2 * dilate + 1, stride=1, padding=dilate)
+    return grid.flatten(1)  # row-major, as FluxPipeline packs tokens

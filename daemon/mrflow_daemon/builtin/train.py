@@ -42,6 +42,7 @@ from mrflow_daemon.builtin.config import HIGH_BUCKETS, TrainConfig, for_gpu
 from mrflow_daemon.builtin.data import (
     crop_batch,
     pick_size,
+    shape_tokens,
     step_generator,
     step_rng,
     training_batch,
@@ -478,10 +479,12 @@ class Trainer:
 
         sched = pipe.scheduler.config
 
-        # Encoded pictures of the data pool, by pool index (see TransformerConfig.data_pool).
-        pool: dict[int, tuple[tuple[int, int], list[str], torch.Tensor]] = {}
+        # Encoded pictures of the data pool, by pool index (see TransformerConfig.data_pool):
+        # size, captions, latents, and the loss weight of each token.
+        Pictures = tuple[tuple[int, int], list[str], torch.Tensor, torch.Tensor]
+        pool: dict[int, Pictures] = {}
 
-        def pictures(index: int) -> tuple[tuple[int, int], list[str], torch.Tensor]:
+        def pictures(index: int) -> Pictures:
             data_index = index % cfg.data_pool if cfg.data_pool else index
             if data_index in pool:
                 return pool[data_index]
@@ -490,13 +493,14 @@ class Trainer:
             batch = training_batch(rng, size, cfg.batch_size, self.device)
             with torch.no_grad(), self.autocast():
                 z = pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
-            item = (size, batch.captions, z)
+            weight = 1 + cfg.shape_loss_weight * shape_tokens(batch)
+            item = (size, batch.captions, z, weight)
             if cfg.data_pool:
                 pool[data_index] = item
             return item
 
         def step(index: int, progress: float) -> float | None:
-            size, captions, z = pictures(index)
+            size, captions, z, weight = pictures(index)
             generator = step_generator(self.config.seed, "transformer", index, self.device)
             count = len(captions)
             z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
@@ -551,7 +555,9 @@ class Trainer:
                     img_ids=image_ids,
                     return_dict=False,
                 )[0].float()
-            loss = F.mse_loss(pred, noise - x0)
+            # Per-token squared error, shapes weighted up, normalised to the weights' mean.
+            error = (pred - (noise - x0)).pow(2).mean(dim=2)
+            loss = (error * weight).sum() / weight.sum()
             value = self._apply(
                 loss, optimizer, params, cfg.lr * _schedule(index, progress, cfg.warmup)
             )
