@@ -37,6 +37,8 @@ def test_tiny_training_writes_a_flux_folder_and_summary(trained: Path) -> None:
         assert summary["parts"][part]["final_loss"] > 0
     assert "gt_pass_after_vae" in summary["parts"]["vae"]["metrics"]
     assert "bicubic_psnr_db" in summary["parts"]["upscaler"]["metrics"]
+    sensitivity = summary["parts"]["transformer"]["metrics"]["caption_sensitivity"]
+    assert set(sensitivity) == {"position", "colour", "kind", "background"}
 
 
 def test_weights_are_saved_in_fp16(trained: Path) -> None:
@@ -228,3 +230,22 @@ def test_shape_tokens_mark_the_tokens_a_shape_covers() -> None:
     assert exact[:3, 2:6].sum() >= 2 and exact[4:].sum() == 0 and exact[:, :2].sum() == 0
     grown = shape_tokens(batch).view(8, 8)
     assert grown.sum() > exact.sum() and bool((grown >= exact).all())
+
+
+def test_caption_sensitivity_is_zero_for_a_model_deaf_to_its_caption() -> None:
+    from mrflow_daemon.builtin.sensitivity import caption_sensitivity
+
+    torch.manual_seed(0)
+    pipe = make_pipeline(get_config("tiny"))
+    heard = caption_sensitivity(pipe)
+    assert all(v["model"] > 1e-3 and v["ideal"] > 0.05 for v in heard.values()), heard
+    with torch.no_grad():  # cut both text paths: the T5 sequence and the pooled CLIP vector
+        for layer in (
+            pipe.transformer.context_embedder,
+            pipe.transformer.time_text_embed.text_embedder,
+        ):
+            for param in layer.parameters():
+                param.zero_()
+    deaf = caption_sensitivity(pipe)
+    assert all(v["model"] < 1e-6 for v in deaf.values()), deaf
+    assert deaf["position"]["ideal"] == heard["position"]["ideal"]

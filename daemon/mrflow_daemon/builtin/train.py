@@ -619,6 +619,16 @@ class Trainer:
         (model_dir / CARD_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         return model_dir
 
+    def _caption_sensitivity(self, model_dir: Path) -> dict[str, Any]:
+        """How much the exported model listens to each kind of word (see sensitivity.py)."""
+        from diffusers import FluxPipeline
+
+        from mrflow_daemon.builtin.sensitivity import caption_sensitivity
+
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        pipe = FluxPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
+        return caption_sensitivity(pipe)
+
     @torch.no_grad()
     def _quick_generation_check(self, model_dir: Path, count: int) -> dict[str, Any]:
         """Native sampling of held-out prompts with the exported folder, through diffusers."""
@@ -664,9 +674,15 @@ class Trainer:
         self.train_upscaler()
         self.train_transformer()
         model_dir = self.export()
+        metrics = self.states["transformer"].metrics
+        metrics["caption_sensitivity"] = self._measure(
+            "caption sensitivity", lambda: self._caption_sensitivity(model_dir)
+        )
         if quick_check:
-            self.states["transformer"].metrics = self._measure(
-                "transformer", lambda: self._quick_generation_check(model_dir, quick_check)
+            metrics.update(
+                self._measure(
+                    "transformer", lambda: self._quick_generation_check(model_dir, quick_check)
+                )
             )
         size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         summary = {
