@@ -43,3 +43,14 @@ def test_builtin_weights_fit_the_size_budget() -> None:
     assert weights is not None
     total = sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())
     assert total <= 30_000_000
+
+
+def test_the_shipped_card_names_the_working_size_and_a_grammar_prompt() -> None:
+    from mrflow_daemon.builtin import model_card, working_size
+
+    weights = trained_weights()
+    assert weights is not None
+    card = model_card(weights)
+    assert working_size(card) == (256, 256)
+    assert card is not None and parse_caption(card["example_prompt"])
+    assert working_size({"working_size": [256]}) is None and working_size(None) is None

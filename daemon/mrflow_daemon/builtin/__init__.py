@@ -38,3 +38,11 @@ def model_card(model_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return card if isinstance(card, dict) else None
+
+
+def working_size(card: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The (width, height) a built-in-world model was trained for, from its card."""
+    size = card.get("working_size") if card else None
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size[0], size[1]
+    return None

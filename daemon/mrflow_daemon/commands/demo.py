@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mrflow_daemon import paths
 
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             print("Stopping the daemon ...", flush=True)
 
 
-def _model_card(model: str) -> dict[str, object] | None:
+def _model_card(model: str) -> dict[str, Any] | None:
     """The model's built-in-world card (example prompt, working size), if it has one."""
     from mrflow_daemon.builtin import model_card
     from mrflow_daemon.server.models import resolve_model
@@ -156,9 +157,10 @@ def _model_card(model: str) -> dict[str, object] | None:
         return None
 
 
-def _fill_defaults(args: argparse.Namespace, card: dict[str, object] | None) -> None:
-    size = card.get("working_size") if card else None
-    width, height = size if isinstance(size, list) and len(size) == 2 else FALLBACK_SIZE
+def _fill_defaults(args: argparse.Namespace, card: dict[str, Any] | None) -> None:
+    from mrflow_daemon.builtin import working_size
+
+    width, height = working_size(card) or FALLBACK_SIZE
     if args.prompt is None:
         example = card.get("example_prompt") if card else None
         args.prompt = example if isinstance(example, str) else FALLBACK_PROMPT

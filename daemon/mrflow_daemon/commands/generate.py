@@ -318,13 +318,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _working_size(model: str | Path) -> tuple[int, int]:
     """The size a model was trained for: its built-in-world card's, else FLUX's 1024 x 1024."""
-    from mrflow_daemon.builtin import model_card
+    from mrflow_daemon.builtin import model_card, working_size
 
     card = model_card(model) if isinstance(model, Path) else None
-    size = card.get("working_size") if card else None
-    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
-        return size[0], size[1]
-    return 1024, 1024
+    return working_size(card) or (1024, 1024)
 
 
 def _model_location(model: str | None) -> str | Path:
