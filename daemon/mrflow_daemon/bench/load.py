@@ -3,7 +3,7 @@
     mrflow bench load --clients 4 --seconds 30
 
 Starts `mrflow serve` as a separate process (so its memory is its own) on a
-free loopback port, with a private MRFLOW_HOME and the tiny built-in model,
+free loopback port, with a private MRFLOW_HOME and the built-in model,
 warms it up with one job, then runs N client threads for --seconds. Each
 client is a real websocket connection through the reference client library
 and keeps one job in flight (submit, stream every event, submit the next).
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", dest="load_steps", type=int, default=4, help="low-res steps per job (default 4)"
     )
     parser.add_argument(
-        "--model", dest="load_model", default="builtin", help="model (default: the tiny built-in)"
+        "--model", dest="load_model", default="builtin", help="model (default: the built-in one)"
     )
     parser.add_argument(
         "--device",
