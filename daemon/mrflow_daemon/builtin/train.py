@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import math
@@ -619,24 +620,18 @@ class Trainer:
         (model_dir / CARD_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         return model_dir
 
-    def _caption_sensitivity(self, model_dir: Path) -> dict[str, Any]:
-        """How much the exported model listens to each kind of word (see sensitivity.py)."""
-        from diffusers import FluxPipeline
-
-        from mrflow_daemon.builtin.sensitivity import caption_sensitivity
-
-        dtype = torch.bfloat16 if self.bf16 else torch.float32
-        pipe = FluxPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
-        return caption_sensitivity(pipe)
-
-    @torch.no_grad()
-    def _quick_generation_check(self, model_dir: Path, count: int) -> dict[str, Any]:
-        """Native sampling of held-out prompts with the exported folder, through diffusers."""
+    def _load_exported(self, model_dir: Path) -> Any:
+        """The exported folder as diffusers loads it, on the training device."""
         from diffusers import FluxPipeline
 
         dtype = torch.bfloat16 if self.bf16 else torch.float32
         pipe = FluxPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(self.device)
         pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def _quick_generation_check(self, pipe: Any, count: int) -> dict[str, Any]:
+        """Native sampling of held-out prompts with the exported folder, through diffusers."""
         cases = eval_cases(count, seed=13)
         passes = 0
         shown: list[Any] = []
@@ -674,14 +669,18 @@ class Trainer:
         self.train_upscaler()
         self.train_transformer()
         model_dir = self.export()
+        from mrflow_daemon.builtin.sensitivity import caption_sensitivity
+
+        # Loaded once for both measures, inside them, so a failed load is recorded, not fatal.
+        exported = functools.cache(lambda: self._load_exported(model_dir))
         metrics = self.states["transformer"].metrics
         metrics["caption_sensitivity"] = self._measure(
-            "caption sensitivity", lambda: self._caption_sensitivity(model_dir)
+            "caption sensitivity", lambda: caption_sensitivity(exported())
         )
         if quick_check:
             metrics.update(
                 self._measure(
-                    "transformer", lambda: self._quick_generation_check(model_dir, quick_check)
+                    "transformer", lambda: self._quick_generation_check(exported(), quick_check)
                 )
             )
         size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())

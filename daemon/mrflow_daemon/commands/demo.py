@@ -68,7 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="builtin", help="model name or diffusers folder (default: builtin)"
     )
     parser.add_argument(
-        "--width", type=int, default=None, help="output width (default: the model's working size)"
+        "--width",
+        type=int,
+        default=None,
+        help="output width (default: the model's working size, else 512)",
     )
     parser.add_argument(
         "--height",
@@ -104,12 +107,15 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"mrflow demo: cannot use --out {out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
-    card = _model_card(args.model)
+    from mrflow_daemon.builtin import model_card, trained_upscaler
+
+    folder = _model_folder(args.model)
+    card = model_card(folder) if folder is not None else None
     _fill_defaults(args, card)
     upscaler = args.upscaler
     if upscaler is None:
         # "": the daemon's default, which is the model's own upscaler when its folder has one.
-        bundled = card is not None and card.get("upscaler")
+        bundled = folder is not None and trained_upscaler(folder) is not None
         upscaler = "" if bundled or _has_gpu(args.device) else CPU_UPSCALER
     try:
         config = load_config(
@@ -146,13 +152,12 @@ def run(args: argparse.Namespace) -> int:
             print("Stopping the daemon ...", flush=True)
 
 
-def _model_card(model: str) -> dict[str, Any] | None:
-    """The model's built-in-world card (example prompt, working size), if it has one."""
-    from mrflow_daemon.builtin import model_card
+def _model_folder(model: str) -> Path | None:
+    """The model's folder, or None where it does not resolve (the daemon then says why)."""
     from mrflow_daemon.server.models import resolve_model
 
     try:
-        return model_card(resolve_model(model))
+        return resolve_model(model)
     except Exception:  # an unknown model: the daemon reports it with its own message
         return None
 
