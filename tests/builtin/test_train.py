@@ -216,6 +216,51 @@ def test_patch_training_and_data_pool_run(tmp_path: Path) -> None:
     assert vae["mid_block_add_attention"] is False
 
 
+def test_finish_phase_trains_on_fresh_square_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the finish phase, the pool's batches; during it, fresh batches of the two square
+    sizes only."""
+    from dataclasses import replace
+
+    from mrflow_daemon.builtin import train
+    from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS, FinishPhase
+
+    drawn: list[tuple[int, int]] = []
+    real_batch = train.training_batch
+
+    def recording_batch(rng, size, batch_size, device):  # type: ignore[no-untyped-def]
+        drawn.append(size)
+        return real_batch(rng, size, batch_size, device)
+
+    monkeypatch.setattr(train, "training_batch", recording_batch)
+    tiny = get_config("tiny")
+    steps, share = 40, 0.5
+    config = replace(
+        tiny,
+        transformer=replace(
+            tiny.transformer, steps=steps, data_pool=4, finish=FinishPhase(share=share)
+        ),
+    )
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainer.train_transformer()
+    # The first half reuses the 4 pool batches; the second draws one fresh batch per step.
+    assert len(drawn) == 4 + steps * share
+    assert set(drawn[4:]) == {LOW_BUCKETS[0], HIGH_BUCKETS[0]}
+
+
+def test_pick_size_draws_every_bucket_unless_square_only() -> None:
+    import random
+
+    from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS
+    from mrflow_daemon.builtin.data import pick_size
+
+    rng = random.Random(0)
+    assert {pick_size(rng, 0.5) for _ in range(400)} == set(LOW_BUCKETS + HIGH_BUCKETS)
+    squares = {pick_size(rng, 0.5, square_only=True) for _ in range(400)}
+    assert squares == {LOW_BUCKETS[0], HIGH_BUCKETS[0]}
+
+
 def test_shape_tokens_mark_the_tokens_a_shape_covers() -> None:
     """The loss weight map: a shape at the top marks top-row tokens, never the bottom half."""
     import random

@@ -48,6 +48,20 @@ class VaeConfig:
 
 
 @dataclass(frozen=True)
+class FinishPhase:
+    """The last `share` of the transformer's steps or time: square pictures only, fresh each step.
+
+    The quality targets are square (256 x 256 native, 128 x 128 low-res stage), and a 2-core run
+    cannot afford to spread its last minutes over ten picture sizes. The shipped weights' last
+    45 minutes trained this way (see docs/builtin-model.md for what it changed).
+    """
+
+    share: float = 0.0
+    low_fraction: float = 0.5  # share of batches at 128 x 128 (the rest 256 x 256)
+    high_noise_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
 class TransformerConfig:
     num_layers: int = 2  # double-stream blocks
     num_single_layers: int = 6
@@ -79,6 +93,7 @@ class TransformerConfig:
     # latents are encoded once and kept in memory (the VAE encode is ~40% of a CPU step at 256 px);
     # noise and timesteps stay fresh per step.
     data_pool: int = 0
+    finish: FinishPhase = field(default_factory=FinishPhase)
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,7 @@ def cpu_config() -> TrainConfig:
             warmup=100,
             ema_decay=0.998,  # ~500 steps: 0.999 would average over much of a short run
             data_pool=1500,  # 24,000 pictures, each seen about 3 times in 90 minutes
+            finish=FinishPhase(share=0.3),
         ),
         upscaler=UpscalerConfig(num_feat=24, num_conv=4, steps=100_000, batch_size=8, crop=96),
         time_shares=(0.10, 0.03, 0.82),

@@ -40,10 +40,14 @@ def step_generator(seed: int, part: str, step: int, device: torch.device | str) 
     return generator
 
 
-def pick_size(rng: random.Random, low_fraction: float) -> tuple[int, int]:
+def pick_size(
+    rng: random.Random, low_fraction: float, square_only: bool = False
+) -> tuple[int, int]:
     buckets = LOW_BUCKETS if rng.random() < low_fraction else HIGH_BUCKETS
     # The square bucket is the working size; give it as much weight as all other aspects together.
-    return buckets[0] if rng.random() < 0.5 else rng.choice(buckets[1:])
+    if square_only or rng.random() < 0.5:
+        return buckets[0]
+    return rng.choice(buckets[1:])
 
 
 def training_batch(

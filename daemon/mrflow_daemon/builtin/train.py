@@ -485,23 +485,37 @@ class Trainer:
         Pictures = tuple[tuple[int, int], list[str], torch.Tensor, torch.Tensor]
         pool: dict[int, Pictures] = {}
 
-        def pictures(index: int) -> Pictures:
-            data_index = index % cfg.data_pool if cfg.data_pool else index
-            if data_index in pool:
+        def pictures(index: int, finishing: bool) -> Pictures:
+            # The finish phase draws fresh square pictures (its own part name keeps them apart
+            # from the pool's); before it, the pool's pictures of all sizes.
+            pooled = cfg.data_pool and not finishing
+            data_index = index % cfg.data_pool if pooled else index
+            if pooled and data_index in pool:
                 return pool[data_index]
-            rng = step_rng(self.config.seed, "transformer", data_index)
-            size = pick_size(rng, cfg.low_fraction)
+            rng = step_rng(
+                self.config.seed, "transformer-finish" if finishing else "transformer", data_index
+            )
+            if finishing:
+                size = pick_size(rng, cfg.finish.low_fraction, square_only=True)
+            else:
+                size = pick_size(rng, cfg.low_fraction)
             batch = training_batch(rng, size, cfg.batch_size, self.device)
             with torch.no_grad(), self.autocast():
                 z = pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
             weight = 1 + cfg.shape_loss_weight * shape_tokens(batch)
             item = (size, batch.captions, z, weight)
-            if cfg.data_pool:
+            if pooled:
                 pool[data_index] = item
             return item
 
         def step(index: int, progress: float) -> float | None:
-            size, captions, z, weight = pictures(index)
+            finishing = progress >= 1 - cfg.finish.share
+            if finishing:
+                pool.clear()  # the pool's pictures are not drawn again
+            size, captions, z, weight = pictures(index, finishing)
+            high_noise_fraction = (
+                cfg.finish.high_noise_fraction if finishing else cfg.high_noise_fraction
+            )
             generator = step_generator(self.config.seed, "transformer", index, self.device)
             count = len(captions)
             z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
@@ -527,14 +541,13 @@ class Trainer:
                     torch.rand(count, generator=generator, device=self.device) < cfg.refine_fraction
                 )
                 sigma = torch.where(pick, low, sigma)
-            if cfg.high_noise_fraction:
+            if high_noise_fraction:
                 floor = cfg.high_noise_floor
                 high = floor + (1 - floor) * torch.rand(
                     count, generator=generator, device=self.device
                 )
                 pick = (
-                    torch.rand(count, generator=generator, device=self.device)
-                    < cfg.high_noise_fraction
+                    torch.rand(count, generator=generator, device=self.device) < high_noise_fraction
                 )
                 sigma = torch.where(pick, high, sigma)
             noise = torch.randn(x0.shape, generator=generator, device=self.device)

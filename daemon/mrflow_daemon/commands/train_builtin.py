@@ -15,6 +15,12 @@ import os
 from pathlib import Path
 
 
+def _shares(config: str) -> str:
+    from mrflow_daemon.builtin.config import get_config
+
+    return " / ".join(f"{share * 100:.0f}%%" for share in get_config(config).time_shares)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
@@ -30,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="total training seconds, split VAE 25%% / upscaler 8%% / transformer 62%% "
-        "(cpu config: 20%% / 6%% / 69%%); the rest covers export and checks "
+        help=f"total training seconds, split VAE / upscaler / transformer {_shares('default')} "
+        f"(cpu config: {_shares('cpu')}); the rest covers export and checks "
         "(default: the config's step counts)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
