@@ -115,10 +115,22 @@ class Controller:
 
     # --- planning and starting jobs -------------------------------------------------------
 
+    def model_max_side(self, model: str | None = None) -> int | None:
+        """The longest side the daemon says `model` (default: its default model) was trained
+        to generate, or None when it does not say."""
+        name = model or self.default_model
+        return next((info.max_side for info in self.models if info.name == name), None)
+
     def plan(
-        self, document: DocumentAdapter, kind: JobKind, size: tuple[int, int] | None = None
+        self,
+        document: DocumentAdapter,
+        kind: JobKind,
+        size: tuple[int, int] | None = None,
+        model: str | None = None,
     ) -> Plan:
-        """The region and generation size a job of `kind` would use on `document` now."""
+        """The region and generation size a job of `kind` with `model` would use on `document`
+        now. Without an explicit `size`, the target's aspect ratio at the "Longest side" setting,
+        capped by what the daemon accepts and by the size the model was trained for."""
         canvas = document.bounds()
         selection = document.selection_bounds()
         if kind is JobKind.FILL_SELECTION:
@@ -133,7 +145,16 @@ class Controller:
             max_side = self.settings.max_side
             if self.welcome is not None:  # never ask for more than this daemon accepts
                 max_side = min(max_side, self.welcome.limits.max_image_side)
-            size = generation_size(target.width, target.height, self.size_multiple, max_side)
+            trained = self.model_max_side(model)
+            if trained is not None:  # far beyond its training size a model draws noise
+                max_side = min(max_side, trained)
+            size = generation_size(
+                target.width,
+                target.height,
+                self.size_multiple,
+                max_side,
+                min_side=min(256, max_side),
+            )
         return Plan(kind, target, size, selection)
 
     def start(self, document: DocumentAdapter | None, kind: JobKind, params: JobParams) -> Job:
@@ -148,7 +169,7 @@ class Controller:
             raise JobRefused(
                 f"Not connected to the MrFlow daemon. {self.connection_detail}".strip()
             )
-        plan = self.plan(document, kind, params.size)
+        plan = self.plan(document, kind, params.size, params.model)
         width, height = plan.size
         target = plan.target
         image = mask = shape = None

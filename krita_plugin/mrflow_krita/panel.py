@@ -405,7 +405,8 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
         document_has_selection = document.selection_bounds() is not None
         kind = JobKind.FILL_SELECTION if document_has_selection else JobKind.FILL_CANVAS
         try:
-            plan = self.controller.plan(document, kind, self.runtime.params.size)
+            params = self.runtime.params
+            plan = self.controller.plan(document, kind, params.size, params.model)
         except (JobRefused, ValueError) as error:
             self.size_label.setText(str(error))
             return

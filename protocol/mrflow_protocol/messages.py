@@ -99,6 +99,9 @@ class ModelInfo:
     """"flux-dev", "flux-schnell", "qwen-image", ...; None until the daemon has looked."""
     loaded: bool = False
     description: Annotated[str, Text(0, 1000)] = ""
+    max_side: Side | None = None
+    """The longest side (px) the model was trained to generate; None: not stated. A client sizes
+    its requests to it (the built-in model: 256). Since 1.1."""
 
 
 @dataclass(frozen=True)

@@ -390,6 +390,25 @@ def test_sizes_stay_within_the_daemons_limit(krita: Krita, sent: Sent) -> None:
     assert plan.size == (512, 256)
 
 
+def test_sizes_stay_within_the_size_the_model_was_trained_for(krita: Krita, sent: Sent) -> None:
+    controller = Controller(Settings(max_side=1024), sent.append)
+    models = (
+        m.ModelInfo(name="builtin", max_side=256),
+        m.ModelInfo(name="flux-dev"),  # states no size: the settings decide
+    )
+    controller.connection_changed(
+        "connected", "", m.Welcome(daemon_version="t", models=models, default_model="builtin")
+    )
+    document = DocumentAdapter(painted_document(krita, 1600, 800))
+    assert controller.plan(document, JobKind.FILL_CANVAS).size == (256, 128)
+    assert controller.plan(document, JobKind.FILL_CANVAS, model="flux-dev").size == (1024, 512)
+    # An explicit size is the user's choice, as asked.
+    assert controller.plan(document, JobKind.FILL_CANVAS, (640, 320)).size == (640, 320)
+    controller.start(document, JobKind.FILL_CANVAS, JobParams("a red circle on the left"))
+    (request,) = sent.of(m.Generate)
+    assert (request.width, request.height) == (256, 128)
+
+
 def test_a_refused_token_names_the_token_file(tmp_path, sent: Sent) -> None:  # type: ignore[no-untyped-def]
     controller = Controller(Settings(token_file=str(tmp_path / "token")), sent.append)
     controller.connection_changed(

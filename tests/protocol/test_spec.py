@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mrflow_protocol import (
     MESSAGE_TYPES,
+    PROTOCOL_VERSION,
     ErrorCode,
     Limits,
     LoraRef,
@@ -16,6 +17,7 @@ from mrflow_protocol import (
     ModelInfo,
     PresetInfo,
 )
+from mrflow_protocol.version import format_version
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -57,4 +59,6 @@ def test_every_error_code_is_documented(spec: str) -> None:
 
 def test_default_port_and_version_are_stated(spec: str) -> None:
     assert "9817" in spec
-    assert "version 1.0" in spec.splitlines()[0]
+    version = format_version(PROTOCOL_VERSION)
+    assert f"version {version}" in spec.splitlines()[0]
+    assert f"now `[{PROTOCOL_VERSION[0]}, {PROTOCOL_VERSION[1]}]`" in spec

@@ -46,3 +46,10 @@ def working_size(card: dict[str, Any] | None) -> tuple[int, int] | None:
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
         return size[0], size[1]
     return None
+
+
+def max_side(model_dir: Path | None) -> int | None:
+    """The longest side a built-in-world model folder was trained for (from its card), or None
+    for any other folder. The daemon advertises it so clients size their requests to it."""
+    size = working_size(model_card(model_dir)) if model_dir is not None else None
+    return max(size) if size else None

@@ -260,12 +260,17 @@ class Daemon:
         loaded = set(self.models.loaded_names())
         infos: dict[str, ModelInfo] = {}
         try:
+            from mrflow_daemon.builtin import max_side, trained_weights
             from mrflow_daemon.models import installed_models
 
             for model in installed_models():
                 if model.kind != "upscaler":
+                    folder = trained_weights() if model.kind == "builtin" else model.path
                     infos[model.name] = ModelInfo(
-                        name=model.name, family=model.family, loaded=model.name in loaded
+                        name=model.name,
+                        family=model.family,
+                        loaded=model.name in loaded,
+                        max_side=max_side(folder),
                     )
         except Exception:  # a broken models folder must not break the handshake
             log.exception("could not list the installed models")
