@@ -12,8 +12,8 @@ from mrflow_daemon.builtin.world import parse_caption
 # so this test proves the committed weights load through the engine and draw what a caption says,
 # not that they usually do.
 CASES = [
-    ("paper", "a yellow circle on the right, grey background", 2),
-    ("native", "a green triangle in the center, brown background", 2),
+    ("paper", "a blue square at the top, beige background", 2),
+    ("native", "a yellow circle on the right, grey background", 0),
 ]
 
 pytestmark = pytest.mark.skipif(
