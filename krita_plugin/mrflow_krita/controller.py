@@ -148,13 +148,7 @@ class Controller:
             trained = self.model_max_side(model)
             if trained is not None:  # far beyond its training size a model draws noise
                 max_side = min(max_side, trained)
-            size = generation_size(
-                target.width,
-                target.height,
-                self.size_multiple,
-                max_side,
-                min_side=min(256, max_side),
-            )
+            size = generation_size(target.width, target.height, self.size_multiple, max_side)
         return Plan(kind, target, size, selection)
 
     def start(self, document: DocumentAdapter | None, kind: JobKind, params: JobParams) -> Job:

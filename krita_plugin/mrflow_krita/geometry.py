@@ -62,6 +62,7 @@ def generation_size(
     if width <= 0 or height <= 0:
         raise ValueError(f"region must not be empty, got {width}x{height}")
     longest = max(width, height)
+    min_side = min(min_side, max_side)  # a cap below the minimum wins
     factor = 1.0
     if longest > max_side:
         factor = max_side / longest

@@ -495,10 +495,8 @@ class Trainer:
             rng = step_rng(
                 self.config.seed, "transformer-finish" if finishing else "transformer", data_index
             )
-            if finishing:
-                size = pick_size(rng, cfg.finish.low_fraction, square_only=True)
-            else:
-                size = pick_size(rng, cfg.low_fraction)
+            low_fraction = cfg.finish.low_fraction if finishing else cfg.low_fraction
+            size = pick_size(rng, low_fraction, square_only=finishing)
             batch = training_batch(rng, size, cfg.batch_size, self.device)
             with torch.no_grad(), self.autocast():
                 z = pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
@@ -510,7 +508,7 @@ class Trainer:
 
         def step(index: int, progress: float) -> float | None:
             finishing = progress >= 1 - cfg.finish.share
-            if finishing:
+            if finishing and pool:
                 pool.clear()  # the pool's pictures are not drawn again
             size, captions, z, weight = pictures(index, finishing)
             high_noise_fraction = (
