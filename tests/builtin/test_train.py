@@ -32,11 +32,12 @@ def test_tiny_training_writes_a_flux_folder_and_summary(trained: Path) -> None:
     assert len(vae["block_out_channels"]) == 4  # 8x downsampling
     assert vae["scaling_factor"] != 1.0  # measured from the trained VAE's latents
     summary = json.loads((trained / "summary.json").read_text())
-    for part in ("vae", "upscaler", "transformer"):
+    for part in ("vae", "upscaler", "text", "transformer"):
         assert summary["parts"][part]["steps"] == 3
         assert summary["parts"][part]["final_loss"] > 0
     assert "gt_pass_after_vae" in summary["parts"]["vae"]["metrics"]
     assert "bicubic_psnr_db" in summary["parts"]["upscaler"]["metrics"]
+    assert set(summary["parts"]["text"]["metrics"]) == {"token_accuracy", "scene_accuracy"}
     sensitivity = summary["parts"]["transformer"]["metrics"]["caption_sensitivity"]
     assert set(sensitivity) == {"position", "colour", "kind", "background"}
 
@@ -59,6 +60,7 @@ def test_resume_loads_finished_parts_instead_of_retraining(trained: Path) -> Non
     trainer = Trainer(get_config("tiny"), trained, progress=False, resume=True)
     trainer.train_vae()
     trainer.train_upscaler()
+    trainer.train_text()
     trainer.train_transformer()
     assert all(state.step == 3 and state.done for state in trainer.states.values())
     assert (trained / "checkpoints" / "transformer.pt").stat().st_mtime_ns == before

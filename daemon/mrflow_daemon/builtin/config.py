@@ -106,6 +106,10 @@ class TextConfig:
     t5_heads: int = 4
     t5_d_ff: int = 384
     t5_max_length: int = 32  # tokens; a caption is at most 24 words
+    # The reading part (reading.py): supervised caption reading before the transformer trains.
+    reading_steps: int = 800
+    reading_batch_size: int = 64
+    reading_lr: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,9 @@ class TrainConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     text: TextConfig = field(default_factory=TextConfig)
     upscaler: UpscalerConfig = field(default_factory=UpscalerConfig)
-    # Shares of --time-budget per part (the rest is export and the summary's quick check).
-    time_shares: tuple[float, float, float] = (0.25, 0.08, 0.62)
+    # Shares of --time-budget per part: VAE, upscaler, text reading, transformer (the rest is
+    # export and the summary's quick check).
+    time_shares: tuple[float, float, float, float] = (0.25, 0.08, 0.02, 0.60)
     cpu_time_cap: float = 10_200.0  # seconds; the whole default run on 2 CPU cores stays < 3 h
     checkpoint_every: float = 300.0  # seconds between mid-part checkpoints
     metric_images: int = 64  # held-out pictures for the VAE and upscaler numbers in the summary
@@ -148,7 +153,14 @@ def tiny_config() -> TrainConfig:
             warmup=1,
         ),
         text=TextConfig(
-            clip_hidden=16, clip_layers=1, t5_d_model=16, t5_layers=1, t5_heads=2, t5_d_ff=32
+            clip_hidden=16,
+            clip_layers=1,
+            t5_d_model=16,
+            t5_layers=1,
+            t5_heads=2,
+            t5_d_ff=32,
+            reading_steps=3,
+            reading_batch_size=4,
         ),
         upscaler=UpscalerConfig(num_feat=8, num_conv=2, steps=3, batch_size=2),
         checkpoint_every=0.0,
@@ -189,7 +201,7 @@ def cpu_config() -> TrainConfig:
             finish=FinishPhase(share=0.3),
         ),
         upscaler=UpscalerConfig(num_feat=24, num_conv=4, steps=100_000, batch_size=8, crop=96),
-        time_shares=(0.10, 0.03, 0.82),
+        time_shares=(0.10, 0.03, 0.02, 0.80),
         cpu_time_cap=10_200.0,
         checkpoint_every=300.0,
         metric_images=64,

@@ -1,11 +1,11 @@
-"""Train the built-in model: VAE, then the x2 upscaler, then the transformer with its text encoders.
+"""Train the built-in model: VAE, x2 upscaler, text reading, then the transformer with its text encoders.
 
     trainer = Trainer(config, out_dir, device="cuda", time_budget=300)
     summary = trainer.run()          # resumes from out_dir/checkpoints when asked
 
 Writes, under `out_dir`:
 
-- ``checkpoints/{vae,upscaler,transformer}.pt``: each part's state (weights, optimizer, EMA,
+- ``checkpoints/{vae,upscaler,text,transformer}.pt``: each part's state (weights, optimizer, EMA,
   step, seconds spent), saved every `checkpoint_every` seconds and when the part ends; a part
   marked done is loaded, not retrained, by a resumed run;
 - ``model/``: the finished FluxPipeline folder (fp16 safetensors) with ``upscaler/`` beside the
@@ -14,7 +14,7 @@ Writes, under `out_dir`:
   numbers (losses, steps, speeds, quick quality metrics).
 
 The same code runs on a CPU (fp32) and on CUDA (bf16 autocast). A time budget, when given, is
-split across the three parts by `config.time_shares`; otherwise each part runs its step count,
+split across the four parts by `config.time_shares`; otherwise each part runs its step count,
 capped on a CPU by `config.cpu_time_cap`.
 """
 
@@ -49,11 +49,12 @@ from mrflow_daemon.builtin.data import (
     training_batch,
 )
 from mrflow_daemon.builtin.models import count_parameters, make_pipeline, make_upscaler
-from mrflow_daemon.builtin.world import eval_cases, render_batch, render_image
+from mrflow_daemon.builtin.reading import ReadingHeads, reading_targets
+from mrflow_daemon.builtin.world import eval_cases, render_batch, render_image, sample_train_scene
 
 log = logging.getLogger(__name__)
 
-PARTS = ("vae", "upscaler", "transformer")
+PARTS = ("vae", "upscaler", "text", "transformer")
 UPSCALER_FILE = "upscaler/realesr-shapes-x2.safetensors"  # matches builtin.UPSCALER_GLOB
 LOG_EVERY = 25  # steps between train_log.jsonl lines
 MAX_SKIPPED_IN_A_ROW = 20
@@ -167,9 +168,12 @@ class Trainer:
         )
 
     def max_steps(self, part: str) -> int:
-        steps = {"vae": self.config.vae.steps, "upscaler": self.config.upscaler.steps}.get(
-            part, self.config.transformer.steps
-        )
+        steps = {
+            "vae": self.config.vae.steps,
+            "upscaler": self.config.upscaler.steps,
+            "text": self.config.text.reading_steps,
+            "transformer": self.config.transformer.steps,
+        }[part]
         if self.time_budget is not None and self.cuda:
             return 10**9  # the clock decides
         return steps
@@ -446,7 +450,73 @@ class Trainer:
         bicubic = F.interpolate(low, scale_factor=2, mode="bicubic", align_corners=False)
         return {"psnr_db": psnr(pred, high), "bicubic_psnr_db": psnr(bicubic, high)}
 
-    # -- part 3: transformer and text encoders -------------------------------------------------
+    # -- part 3: text reading ------------------------------------------------------------------
+
+    def _reading_batch(
+        self, scenes: list[Any], heads: ReadingHeads
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        targets = reading_targets(self.pipe.tokenizer_2, scenes, self.config.text.t5_max_length).to(
+            self.device
+        )
+        with self.autocast():
+            hidden = self.pipe.text_encoder_2(targets.input_ids).last_hidden_state
+            pooled = self.pipe._get_clip_prompt_embeds(
+                [scene.caption() for scene in scenes], device=self.device
+            )
+        return heads.loss(hidden, pooled, targets)
+
+    def train_text(self) -> None:
+        """Supervised caption reading for both text encoders (see reading.py); heads discarded."""
+        cfg = self.config.text
+        encoders = [self.pipe.text_encoder, self.pipe.text_encoder_2]
+        heads = ReadingHeads(cfg.t5_d_model, cfg.clip_hidden).to(self.device)
+        params = [p for m in [*encoders, heads] for p in m.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=cfg.reading_lr, weight_decay=0.0)
+        payload = self._load("text")
+        if payload is not None:
+            for module, state in zip(encoders, payload["models"], strict=True):
+                module.load_state_dict(state)
+            heads.load_state_dict(payload["heads"])
+            optimizer.load_state_dict(payload["optimizer"])
+        if self.states["text"].done:
+            return
+
+        def step(index: int, progress: float) -> float | None:
+            rng = step_rng(self.config.seed, "text", index)
+            scenes = [sample_train_scene(rng) for _ in range(cfg.reading_batch_size)]
+            loss, _ = self._reading_batch(scenes, heads)
+            return self._apply(
+                loss, optimizer, params, cfg.reading_lr * _schedule(index, progress, 50)
+            )
+
+        def save() -> None:
+            self._save(
+                "text",
+                {
+                    "models": [m.state_dict() for m in encoders],
+                    "heads": heads.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
+            )
+
+        for module in encoders:
+            module.train()
+        self._loop("text", step, save)
+        for module in encoders:
+            module.eval()
+
+        @torch.no_grad()
+        def held_out_accuracy() -> dict[str, float]:
+            scenes = [case.scene for case in eval_cases(self.config.metric_images, seed=17)]
+            return {
+                f"{head}_accuracy": value
+                for head, value in self._reading_batch(scenes, heads)[1].items()
+            }
+
+        self.states["text"].metrics = self._measure("text", held_out_accuracy)
+        save()
+
+    # -- part 4: transformer and text encoders -------------------------------------------------
 
     def _trainables(self) -> list[torch.nn.Module]:
         return [self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2]
@@ -678,6 +748,7 @@ class Trainer:
         started = time.monotonic()
         self.train_vae()
         self.train_upscaler()
+        self.train_text()
         self.train_transformer()
         model_dir = self.export()
         from mrflow_daemon.builtin.sensitivity import caption_sensitivity

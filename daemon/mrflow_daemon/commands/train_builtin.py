@@ -1,7 +1,7 @@
-"""Train the built-in shapes model: VAE, x2 upscaler, then FLUX transformer with text encoders.
+"""Train the built-in shapes model: VAE, x2 upscaler, text reading, then the FLUX transformer.
 
 Seeded and resumable (--resume picks up the checkpoints in --out). On a CPU the default config
-finishes within three hours on 2 cores; on a GPU, give --time-budget and the three parts share it.
+finishes within three hours on 2 cores; on a GPU, give --time-budget and the four parts share it.
 The finished model is written to OUT/model (a FluxPipeline folder with an `upscaler/` beside its
 components), with OUT/summary.json holding losses, speeds and quick quality numbers.
 Example (one GPU, five minutes): mrflow train-builtin --device cuda --time-budget 300 --out runs/gpu
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help=f"total training seconds, split VAE / upscaler / transformer {_shares('default')} "
+        help=f"total training seconds, split VAE / upscaler / text / transformer {_shares('default')} "
         f"(cpu config: {_shares('cpu')}); the rest covers export and checks "
         "(default: the config's step counts)",
     )
