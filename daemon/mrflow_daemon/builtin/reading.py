@@ -78,13 +78,16 @@ def reading_targets(tokenizer: Any, scenes: Sequence[Scene], max_length: int) ->
     scene_targets = torch.zeros(len(scenes), 2 * len(POSITIONS) + 1, dtype=torch.long)
     for row, (scene, caption) in enumerate(zip(scenes, captions, strict=True)):
         spans = _phrase_spans(caption, len(scene.shapes))
+        labels = [
+            torch.tensor(
+                [_COLOURS.index(s.colour), KINDS.index(s.kind), POSITIONS.index(s.position)]
+            )
+            for s in scene.shapes
+        ]
         for column, (begin, end) in enumerate(encoded.offset_mapping[row].tolist()):
-            for shape, (first, last) in zip(scene.shapes, spans, strict=True):
+            for label, (first, last) in zip(labels, spans, strict=True):
                 if end > begin and first <= begin and end <= last:
-                    tokens[row, column] = torch.tensor(
-                        [_COLOURS.index(shape.colour), KINDS.index(shape.kind),
-                         POSITIONS.index(shape.position)]
-                    )  # fmt: skip
+                    tokens[row, column] = label
         for shape in scene.shapes:
             slot = POSITIONS.index(shape.position)
             scene_targets[row, 2 * slot] = 1 + _COLOURS.index(shape.colour)
