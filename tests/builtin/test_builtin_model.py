@@ -12,7 +12,7 @@ from mrflow_daemon.builtin.world import parse_caption
 # so this test proves the committed weights load through the engine and draw what a caption says,
 # not that they usually do.
 CASES = [
-    ("paper", "a blue square at the top, beige background", 2),
+    ("paper", "a black circle at the top, beige background", 0),
     ("native", "a yellow circle on the right, grey background", 0),
 ]
 
