@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 from mrflow_daemon.builtin.checker import check_image, components, edge_width
-from mrflow_daemon.builtin.evaluate import wilson_interval
+from mrflow_daemon.builtin.evaluate import paired_difference_interval, wilson_interval
 from mrflow_daemon.builtin.world import (
     Shape,
     eval_cases,
@@ -119,3 +119,20 @@ def test_wilson_interval_known_values() -> None:
     assert high == pytest.approx(0.8666, abs=1e-3)
     assert wilson_interval(0, 10)[0] == 0.0
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_paired_difference_interval() -> None:
+    # Many cases, many disagreements: close to the Wald interval of the paired difference,
+    # (c - b) / n +- 1.96 sqrt(b + c - (b - c)^2 / n) / n = -2.0 pp +- 3.8 pp.
+    low, high = paired_difference_interval(70, 52, 42, 336)
+    assert low == pytest.approx(-0.058, abs=1e-3)
+    assert high == pytest.approx(0.018, abs=1e-3)
+    # Swapping which side passes alone mirrors the interval.
+    assert paired_difference_interval(70, 42, 52, 336) == pytest.approx((-high, -low))
+    # No disagreements: a difference of 0, with an honest width rather than [0, 0].
+    low, high = paired_difference_interval(42, 0, 0, 458)
+    assert low < 0 < high and high == pytest.approx(-low) and high < 0.01
+    # A clear win stays clear of 0; the bounds never leave [-1, 1].
+    low, high = paired_difference_interval(2, 4, 39, 455)
+    assert 0.04 < low < 0.07 < high < 0.10
+    assert paired_difference_interval(0, 10, 0, 0)[0] >= -1.0

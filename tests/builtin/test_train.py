@@ -134,7 +134,10 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert list(rows) == ["ground_truth", "vae", "native", "paper"]
     assert rows["ground_truth"]["all_checks_pass"] == 1.0
     assert rows["paper"]["n"] == 2
-    assert results["against_native"]["paper"]["speedup"] > 0
+    paired = results["against_native"]["paper"]
+    assert paired["speedup"] > 0
+    low, high = paired["difference_ci95_pp"]
+    assert low <= paired["difference_pp"] <= high
     assert "paper vs native" in format_table(results)
 
 

@@ -120,6 +120,27 @@ def test_demo_writes_every_preview_both_stage_images_and_the_result(
     assert "GAN upscale" in printed and "first preview (client)" in printed
 
 
+def test_demo_says_which_caption_checks_pass_and_which_fail() -> None:
+    import io
+    import random
+
+    from mrflow_daemon.builtin.world import parse_caption, render_image, sample_placements
+    from mrflow_daemon.commands.demo import _check_caption
+
+    def png(image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    caption = "a red circle on the left, grey background"
+    scene = parse_caption(caption)
+    drawn = render_image(scene, sample_placements(scene, random.Random(0)))
+    assert _check_caption(png(drawn), caption).startswith("all checks pass")
+    blank = _check_caption(png(Image.new("RGB", (256, 256), (128, 128, 128))), caption)
+    assert blank.startswith("background pass; count, colour, kind, position fail")
+    assert "not checked" in _check_caption(png(drawn), "a castle at dawn")
+
+
 @pytest.mark.slow
 def test_bench_load_runs_clients_without_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(

@@ -9,7 +9,8 @@ For each held-out case (caption, seed) it checks:
 
 Per row: all-checks pass rate with a 95% Wilson interval, per-check rates, the median 10-90% edge
 width of the checked shapes (sharpness: smaller is sharper), and seconds per image. Presets are
-also compared with native pairwise (prompts both pass, only one passes) and by speed.
+also compared with native pair by pair (prompts both pass, only one passes; the difference with a
+95% paired interval) and by speed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,36 @@ def wilson_interval(passes: int, total: int, z: float = 1.959964) -> tuple[float
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_difference_interval(
+    both: int, only_first: int, only_second: int, neither: int
+) -> tuple[float, float]:
+    """95% interval of (second's pass rate - first's) when both were run on the same cases.
+
+    Newcombe's hybrid score interval for paired proportions: the two Wilson intervals, combined
+    through the correlation of the pairs. Unlike the Wald interval it stays non-degenerate when
+    no pair disagrees, and it never leaves [-1, 1].
+    """
+    n = both + only_first + only_second + neither
+    if n == 0:
+        return (-1.0, 1.0)
+    first, second = (both + only_first) / n, (both + only_second) / n
+    l1, u1 = wilson_interval(both + only_first, n)
+    l2, u2 = wilson_interval(both + only_second, n)
+    margins = (
+        (both + only_first)
+        * (only_second + neither)
+        * (both + only_second)
+        * (only_first + neither)
+    )
+    phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins else 0.0
+    d1, e1 = first - l1, u1 - first
+    d2, e2 = second - l2, u2 - second
+    below = math.sqrt(max(0.0, d2 * d2 - 2 * phi * d2 * e1 + e1 * e1))
+    above = math.sqrt(max(0.0, e2 * e2 - 2 * phi * e2 * d1 + d1 * d1))
+    difference = second - first
+    return (max(-1.0, difference - below), min(1.0, difference + above))
 
 
 @dataclass
@@ -83,13 +114,18 @@ class Row:
 
 def _paired(native: Row, other: Row) -> dict[str, Any]:
     pairs = list(zip(native.passed, other.passed, strict=True))
+    both = sum(a and b for a, b in pairs)
+    only_native = sum(a and not b for a, b in pairs)
+    only_this = sum(b and not a for a, b in pairs)
+    low, high = paired_difference_interval(
+        both, only_native, only_this, len(pairs) - both - only_native - only_this
+    )
     return {
-        "both_pass": sum(a and b for a, b in pairs),
-        "only_native_passes": sum(a and not b for a, b in pairs),
-        "only_this_passes": sum(b and not a for a, b in pairs),
-        "difference_pp": 100 * (sum(other.passed) - sum(native.passed)) / len(pairs)
-        if pairs
-        else None,
+        "both_pass": both,
+        "only_native_passes": only_native,
+        "only_this_passes": only_this,
+        "difference_pp": 100 * (only_this - only_native) / len(pairs) if pairs else None,
+        "difference_ci95_pp": [100 * low, 100 * high],
     }
 
 
@@ -213,7 +249,8 @@ def format_table(results: dict[str, Any]) -> str:
         )
     for name, paired in results.get("against_native", {}).items():
         lines.append(
-            f"{name} vs native: {paired['difference_pp']:+.1f} pp all-checks, "
+            f"{name} vs native: {paired['difference_pp']:+.1f} pp all-checks "
+            f"(95% CI {paired['difference_ci95_pp'][0]:+.1f} to {paired['difference_ci95_pp'][1]:+.1f}), "
             f"speedup {paired['speedup']:.2f}x "
             f"(only native passes {paired['only_native_passes']}, only {name} {paired['only_this_passes']})"
         )

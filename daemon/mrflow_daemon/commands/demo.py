@@ -189,8 +189,13 @@ def _check_caption(image_bytes: bytes, prompt: str) -> str:
     result = check_image(Image.open(io.BytesIO(image_bytes)).convert("RGB"), scene)
     if result.passed:
         return "all checks pass (background, count, colour, kind, position)"
-    failed = [name for name, ok in result.checks().items() if not ok]
-    return f"FAILED {', '.join(failed)} (see docs/quality.md for the model's pass rates)"
+    checks = result.checks()
+    passed = [name for name, ok in checks.items() if ok]
+    failed = [name for name, ok in checks.items() if not ok]
+    return (
+        f"{', '.join(passed) or 'no check'} pass; {', '.join(failed)} fail"
+        " (docs/quality.md has the model's pass rates)"
+    )
 
 
 def _has_gpu(device: str) -> bool:
