@@ -192,6 +192,20 @@ def test_cpu_config_is_selectable_and_sized_for_two_cores() -> None:
     assert sum(config.time_shares) < 1.0  # leaves time for export and checks
 
 
+def test_gpu_sizing_grows_batches_and_draws_fresh_pictures() -> None:
+    from mrflow_daemon.builtin.config import for_gpu
+
+    cpu = get_config("cpu")
+    gpu = for_gpu(cpu)
+    assert gpu.transformer.batch_size == 16 * cpu.transformer.batch_size
+    assert gpu.transformer.lr == 2 * cpu.transformer.lr
+    assert gpu.transformer.data_pool == 0  # encoding is cheap on a GPU: no reused pool
+    assert gpu.vae.batch_size == 4 * cpu.vae.batch_size
+    # Architecture untouched: a GPU-trained transformer loads where the CPU one does.
+    assert gpu.transformer.attention_head_dim == cpu.transformer.attention_head_dim
+    assert gpu.vae.block_out_channels == cpu.vae.block_out_channels
+
+
 def test_crop_batch_cuts_square_patches_near_shapes() -> None:
     import random
 

@@ -129,6 +129,10 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True  # ten fixed bucket shapes: tune each once
+            # cuDNN's fused attention fails in the backward pass at this head width (48) on an
+            # H200 with torch 2.11 ("mha_graph.execute ... is_good()", then illegal memory
+            # accesses); flash and memory-efficient attention train fine.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.config = config
         self.out = Path(out_dir)
         self.time_budget = time_budget
