@@ -268,6 +268,30 @@ def test_finish_phase_trains_on_fresh_square_pictures(
     assert set(drawn[4:]) == {LOW_BUCKETS[0], HIGH_BUCKETS[0]}
 
 
+@pytest.mark.parametrize(("dropout", "expect_empty"), [(0.0, False), (1.0, True)])
+def test_caption_dropout_trains_on_the_empty_caption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dropout: float, expect_empty: bool
+) -> None:
+    """With caption dropout the transformer sees the empty caption (true CFG's negative)."""
+    from dataclasses import replace
+
+    tiny = get_config("tiny")
+    config = replace(tiny, transformer=replace(tiny.transformer, caption_dropout=dropout))
+    trainer = Trainer(config, tmp_path, progress=False)
+    seen: list[str] = []
+    real_encode = trainer.encode_captions
+
+    def recording_encode(captions: list[str]):  # type: ignore[no-untyped-def]
+        seen.extend(captions)
+        return real_encode(captions)
+
+    monkeypatch.setattr(trainer, "encode_captions", recording_encode)
+    trainer.train_transformer()
+    assert len(seen) == tiny.transformer.steps * tiny.transformer.batch_size
+    assert all(caption == "" for caption in seen) == expect_empty
+    assert any(caption == "" for caption in seen) == expect_empty
+
+
 def test_pick_size_draws_every_bucket_unless_square_only() -> None:
     import random
 

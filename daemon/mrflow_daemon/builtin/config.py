@@ -89,6 +89,9 @@ class TransformerConfig:
     # between "at the top" and "at the bottom" (a right answer differs by ~25%).
     shape_loss_weight: float = 4.0
     guidance_range: tuple[float, float] = (1.0, 5.0)
+    # Share of samples trained on the empty caption, so that true classifier-free guidance
+    # (an empty negative prompt) has an unconditional prediction to push away from.
+    caption_dropout: float = 0.0
     # 0: fresh pictures every step. N > 0: step k trains on the pictures of step k mod N, whose
     # latents are encoded once and kept in memory (the VAE encode is ~40% of a CPU step at 256 px);
     # noise and timesteps stay fresh per step.

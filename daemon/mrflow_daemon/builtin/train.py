@@ -628,6 +628,12 @@ class Trainer:
             guidance = torch.empty(count, device=self.device).uniform_(
                 *cfg.guidance_range, generator=generator
             )
+            if cfg.caption_dropout:  # drawn last: the draws above stay those of a run without it
+                drop = torch.rand(count, generator=generator, device=self.device)
+                captions = [
+                    "" if d < cfg.caption_dropout else c
+                    for c, d in zip(captions, drop.tolist(), strict=True)
+                ]
             with self.autocast():
                 sequence, pooled = self.encode_captions(captions)
                 text_ids = torch.zeros(sequence.shape[1], 3, device=self.device)
