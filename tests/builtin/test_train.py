@@ -337,3 +337,30 @@ def test_caption_sensitivity_is_zero_for_a_model_deaf_to_its_caption() -> None:
     deaf = caption_sensitivity(pipe)
     assert all(v["model"] < 1e-6 for v in deaf.values()), deaf
     assert deaf["position"]["ideal"] == heard["position"]["ideal"]
+
+
+def _train_command_args(*argv: str):  # type: ignore[no-untyped-def]
+    import argparse
+
+    from mrflow_daemon.commands import train_builtin
+
+    parser = argparse.ArgumentParser()
+    train_builtin.add_arguments(parser)
+    return train_builtin, parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "1.5"])
+def test_train_command_rejects_a_caption_dropout_outside_0_to_1(value: str) -> None:
+    command, args = _train_command_args("--config", "tiny", "--caption-dropout", value)
+    with pytest.raises(SystemExit, match=r"--caption-dropout must be at least 0 and below 1"):
+        command.run(args)
+
+
+def test_train_command_passes_caption_dropout_to_the_recipe(tmp_path: Path) -> None:
+    command, args = _train_command_args(
+        "--config", "tiny", "--caption-dropout", "0.25", "--out", str(tmp_path),
+        "--quick-check", "0", "--no-progress",
+    )  # fmt: skip
+    assert command.run(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["transformer"]["caption_dropout"] == 0.25

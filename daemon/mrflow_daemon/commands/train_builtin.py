@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="share of transformer samples trained on the empty caption, 0 <= P < 1, so that "
+        "true classifier-free guidance has an unconditional branch (default: the config's, 0)",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
@@ -79,9 +87,18 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.caption_dropout is not None and not 0 <= args.caption_dropout < 1:
+        raise SystemExit(
+            f"--caption-dropout must be at least 0 and below 1, got {args.caption_dropout}"
+        )
     config = get_config(args.config)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
+    if args.caption_dropout is not None:
+        config = replace(
+            config,
+            transformer=replace(config.transformer, caption_dropout=args.caption_dropout),
+        )
     trainer = Trainer(
         config,
         args.out,
