@@ -272,7 +272,8 @@ def test_finish_phase_trains_on_fresh_square_pictures(
 def test_caption_dropout_trains_on_the_empty_caption(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dropout: float, expect_empty: bool
 ) -> None:
-    """With caption dropout the transformer sees the empty caption (true CFG's negative)."""
+    """With caption dropout the transformer sees the empty caption (true CFG's negative), and
+    the exported card asks the engine for true CFG at the config's scale."""
     from dataclasses import replace
 
     tiny = get_config("tiny")
@@ -290,6 +291,8 @@ def test_caption_dropout_trains_on_the_empty_caption(
     assert len(seen) == tiny.transformer.steps * tiny.transformer.batch_size
     assert all(caption == "" for caption in seen) == expect_empty
     assert any(caption == "" for caption in seen) == expect_empty
+    card = json.loads((trainer.export() / "builtin.json").read_text())
+    assert card.get("true_cfg_scale") == (tiny.transformer.true_cfg_scale if dropout else None)
 
 
 def test_pick_size_draws_every_bucket_unless_square_only() -> None:

@@ -279,3 +279,42 @@ def test_engine_from_an_in_memory_pipeline(tiny_qwen_dir, real_upscaler):
     engine = MrFlowEngine.from_pipeline(pipe, real_upscaler, model_name="in memory")
     assert engine.family == "qwen-image" and engine.model_name == "in memory"
     assert engine.generate(request(steps=2)).image.size == (128, 128)
+
+
+@pytest.fixture(scope="module")
+def true_cfg_flux_dir(tiny_flux_dir, tmp_path_factory):
+    """The tiny FLUX.1-dev folder with a built-in-world card asking for true CFG 2.5."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("cfg") / "flux"
+    shutil.copytree(tiny_flux_dir, folder)
+    (folder / "builtin.json").write_text(json.dumps({"true_cfg_scale": 2.5}), encoding="utf-8")
+    return folder
+
+
+def test_true_cfg_card_matches_the_pipelines_true_cfg(true_cfg_flux_dir, real_upscaler):
+    """A FLUX model whose card asks for true CFG is sampled as FluxPipeline samples it with
+    `true_cfg_scale` and an empty negative prompt: two calls a step, bit for bit."""
+    from mrflow_daemon.engine.pipeline import MrFlowEngine
+
+    engine = MrFlowEngine.from_pretrained(true_cfg_flux_dir, device="cpu", upscaler=real_upscaler)
+    ours = engine.generate(request(preset="native", steps=4, seed=3))
+    assert ours.plan.true_cfg and ours.plan.guidance == 2.5
+    assert ours.plan.transformer_calls == {"lowres": 0, "full": 8}
+    pipe = FluxPipeline.from_pretrained(true_cfg_flux_dir)
+    pipe.set_progress_bar_config(disable=True)
+    common = {"width": 128, "height": 128, "num_inference_steps": 4, "guidance_scale": 3.5}
+    theirs = pipe(
+        "a red lighthouse",
+        negative_prompt="",
+        true_cfg_scale=2.5,
+        generator=torch.Generator().manual_seed(3),
+        **common,
+    ).images[0]
+    assert np.array_equal(pixels(ours.image), pixels(theirs))
+    without = pipe("a red lighthouse", generator=torch.Generator().manual_seed(3), **common)
+    assert not np.array_equal(pixels(ours.image), pixels(without.images[0]))
+    # guidance 1 turns it off: one call a step
+    plain = engine.generate(request(preset="native", steps=4, seed=3, guidance=1.0))
+    assert not plain.plan.true_cfg and plain.plan.transformer_calls["full"] == 4

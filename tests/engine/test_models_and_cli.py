@@ -36,6 +36,30 @@ def test_family_detection_reads_only_configs(tiny_flux_dir, tiny_qwen_dir, tmp_p
     assert info.name == "flux-schnell" and not info.uses_guidance and info.default_steps == 4
 
 
+@pytest.mark.parametrize(
+    ("card", "true_cfg"),
+    [
+        ({"true_cfg_scale": 2.0}, True),
+        ({"true_cfg_scale": 1.0}, False),
+        ({"true_cfg_scale": "2"}, False),
+        ({"true_cfg_scale": True}, False),
+        ({"true_cfg_scale": 50}, False),
+        ({}, False),
+    ],
+)
+def test_a_builtin_card_turns_on_true_cfg_only_with_a_valid_scale(
+    tiny_flux_dir, tmp_path, card, true_cfg
+):
+    import shutil
+
+    folder = tmp_path / "flux"
+    shutil.copytree(tiny_flux_dir, folder)
+    (folder / "builtin.json").write_text(json.dumps(card), encoding="utf-8")
+    info = family_info(folder)
+    assert info.name == "flux-dev" and info.true_cfg is true_cfg
+    assert info.default_guidance == (card["true_cfg_scale"] if true_cfg else 3.5)
+
+
 def test_schnell_runs_without_guidance(tmp_path, real_upscaler):
     folder = make_tiny_model(tmp_path / "schnell", family="flux-schnell")
     engine = MrFlowEngine.from_pretrained(folder, device="cpu", upscaler=real_upscaler)

@@ -48,6 +48,16 @@ def working_size(card: dict[str, Any] | None) -> tuple[int, int] | None:
     return None
 
 
+def true_cfg_scale(card: dict[str, Any] | None) -> float | None:
+    """The true classifier-free guidance scale a built-in-world model is sampled at (from its
+    card; set when it was trained with caption dropout, so the empty caption is a real
+    unconditional prediction), or None for one sampled without true CFG."""
+    value = card.get("true_cfg_scale") if card else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1.0 < value <= 20.0:
+        return None
+    return float(value)
+
+
 def max_side(model_dir: Path | None) -> int | None:
     """The longest side a built-in-world model folder was trained for (from its card), or None
     for any other folder. The daemon advertises it so clients size their requests to it."""

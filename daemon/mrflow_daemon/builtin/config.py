@@ -92,6 +92,9 @@ class TransformerConfig:
     # Share of samples trained on the empty caption, so that true classifier-free guidance
     # (an empty negative prompt) has an unconditional prediction to push away from.
     caption_dropout: float = 0.0
+    # With caption dropout, the true CFG scale the model is sampled at: written to its card
+    # (`builtin.json`), which the engine reads, and used by the trainer's quick check.
+    true_cfg_scale: float = 2.0
     # 0: fresh pictures every step. N > 0: step k trains on the pictures of step k mod N, whose
     # latents are encoded once and kept in memory (the VAE encode is ~40% of a CPU step at 256 px);
     # noise and timesteps stay fresh per step.

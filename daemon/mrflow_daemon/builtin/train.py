@@ -708,6 +708,8 @@ class Trainer:
             "lowres_size": [128, 128],
             "example_prompt": "a red circle on the left and a blue square at the top, grey background",
         }
+        if self.true_cfg_scale() > 1:
+            info["true_cfg_scale"] = self.true_cfg_scale()
         (model_dir / CARD_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         return model_dir
 
@@ -721,9 +723,16 @@ class Trainer:
         return pipe
 
     @torch.no_grad()
+    def true_cfg_scale(self) -> float:
+        """The model's true CFG scale: the config's with caption dropout, else 1 (none)."""
+        cfg = self.config.transformer
+        return cfg.true_cfg_scale if cfg.caption_dropout > 0 else 1.0
+
     def _quick_generation_check(self, pipe: Any, count: int) -> dict[str, Any]:
-        """Native sampling of held-out prompts with the exported folder, through diffusers."""
+        """Native sampling of held-out prompts with the exported folder, through diffusers
+        (with true CFG and an empty negative prompt when the card asks for it)."""
         cases = eval_cases(count, seed=13)
+        scale = self.true_cfg_scale()
         passes = 0
         shown: list[Any] = []
         for chunk_start in range(0, count, 16):
@@ -731,6 +740,8 @@ class Trainer:
             generator = [torch.Generator(self.device).manual_seed(c.seed) for c in chunk]
             images = pipe(
                 [c.caption for c in chunk],
+                negative_prompt=[""] * len(chunk) if scale > 1 else None,
+                true_cfg_scale=scale,
                 height=256,
                 width=256,
                 num_inference_steps=28,
@@ -750,7 +761,7 @@ class Trainer:
             grid.paste(render_image(case.scene, case.placements()), (256 * column, 0))
             grid.paste(image, (256 * column, 256))
         grid.save(self.out / "quick_check.png")
-        return {"native_28_steps_all_pass": passes / count, "prompts": count}
+        return {"native_28_steps_all_pass": passes / count, "prompts": count, "true_cfg": scale}
 
     # -- the whole run -------------------------------------------------------------------------
 

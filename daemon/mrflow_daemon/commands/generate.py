@@ -140,7 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--guidance",
         type=float,
         default=None,
-        help="guidance scale (FLUX dev: embedded, 3.5; Qwen-Image: true CFG, 4.0)",
+        help="guidance scale (FLUX dev: embedded, 3.5; Qwen-Image: true CFG, 4.0; a built-in-world "
+        "model whose card asks for true CFG: its scale)",
     )
     sampling.add_argument(
         "--max-side", type=int, default=2048, help="largest allowed width or height (default 2048)"

@@ -7,6 +7,7 @@ loaded pipeline. Adapters are imported lazily: they need torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,12 +86,24 @@ def family_info(folder: str | Path) -> FamilyInfo:
     class_name = str(index.get("_class_name", ""))
     if class_name not in FLUX_PIPELINES | QWEN_PIPELINES:
         return family_from_configs(class_name, {}, {}, where=str(root))
-    return family_from_configs(
+    info = family_from_configs(
         class_name,
         _read_json(root / "transformer" / "config.json"),
         _read_json(root / "scheduler" / "scheduler_config.json"),
         where=str(root),
     )
+    return with_card(info, root)
+
+
+def with_card(info: FamilyInfo, root: Path) -> FamilyInfo:
+    """A built-in-world FLUX model whose card asks for true CFG: two calls a step, with the
+    card's scale as the default guidance (its embedded guidance input is then held fixed)."""
+    from mrflow_daemon.builtin import model_card, true_cfg_scale
+
+    scale = true_cfg_scale(model_card(root))
+    if scale is None or info.name != "flux-dev":
+        return info
+    return dataclasses.replace(info, default_guidance=scale, true_cfg=True)
 
 
 def family_of_pipeline(pipe: Any) -> FamilyInfo:

@@ -2,7 +2,11 @@
 
 dev is guidance-distilled: the guidance scale is an input of the transformer
 (`guidance_embeds` in its config), one transformer call per step. schnell is
-also timestep-distilled and has no guidance input at all.
+also timestep-distilled and has no guidance input at all. A FLUX model trained
+with caption dropout (the built-in model, when its card says so) is sampled
+with true classifier-free guidance instead, as FluxPipeline's `true_cfg_scale`
+does: two calls a step, `uncond + scale * (cond - uncond)`, with the embedded
+guidance input held at FLUX.1-dev's default.
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ from mrflow_daemon.engine.families.base import FamilyAdapter, PromptEmbeds
 from mrflow_daemon.engine.plan import Plan
 
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens, the FLUX pipeline's default
+EMBEDDED_GUIDANCE = 3.5  # FLUX.1-dev's default; the embedded input's value under true CFG
 
 
 class FluxAdapter(FamilyAdapter):
     def encode_prompt(self, prompt: str, negative_prompt: str, plan: Plan) -> PromptEmbeds:
+        negative = self._encode_one(negative_prompt) if plan.true_cfg else None
+        return PromptEmbeds(self._encode_one(prompt), negative)
+
+    def _encode_one(self, text: str) -> dict[str, torch.Tensor]:
         embeds, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=prompt,
+            prompt=text,
             prompt_2=None,
             device=self.device,
             num_images_per_prompt=1,
             max_sequence_length=self._t5_length(),
         )
-        return PromptEmbeds(
-            {"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids}
-        )
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids}
 
     def _t5_length(self) -> int:
         """FLUX does not mask T5 padding, so a model trained with shorter padding (the built-in
@@ -55,17 +62,29 @@ class FluxAdapter(FamilyAdapter):
         batch = latents.shape[0]
         guidance = None
         if self.pipe.transformer.config.guidance_embeds:
-            value = plan.guidance if plan.guidance is not None else self.info.default_guidance
+            if self.info.true_cfg:
+                value = EMBEDDED_GUIDANCE
+            else:
+                value = plan.guidance if plan.guidance is not None else self.info.default_guidance
             guidance = torch.full([batch], value, device=self.device, dtype=torch.float32)
         t = timestep.expand(batch).to(latents.dtype)
-        return self.pipe.transformer(
-            hidden_states=latents,
-            timestep=t / 1000,
-            guidance=guidance,
-            img_ids=self._image_ids(width, height),
-            return_dict=False,
-            **prompts.positive,
-        )[0]
+        image_ids = self._image_ids(width, height)
+
+        def call(embeds: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.pipe.transformer(
+                hidden_states=latents,
+                timestep=t / 1000,
+                guidance=guidance,
+                img_ids=image_ids,
+                return_dict=False,
+                **embeds,
+            )[0]
+
+        cond = call(prompts.positive)
+        if prompts.negative is None or plan.guidance is None:
+            return cond
+        uncond = call(prompts.negative)
+        return uncond + plan.guidance * (cond - uncond)
 
     def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
