@@ -367,3 +367,52 @@ def test_train_command_passes_caption_dropout_to_the_recipe(tmp_path: Path) -> N
     assert command.run(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["transformer"]["caption_dropout"] == 0.25
+
+
+@pytest.mark.parametrize("value", ["-0.5", "10.5"])
+def test_train_command_rejects_a_kind_loss_outside_0_to_10(value: str) -> None:
+    command, args = _train_command_args("--config", "tiny", "--kind-loss", value)
+    with pytest.raises(SystemExit, match=r"--kind-loss must be between 0 and 10"):
+        command.run(args)
+
+
+def test_kind_labels_mark_each_shapes_tokens_with_its_kind() -> None:
+    from mrflow_daemon.builtin.data import Batch, kind_labels
+    from mrflow_daemon.builtin.world import KINDS, Placement, make_scene, parse_caption
+
+    scene = parse_caption(
+        "a red square on the left and a blue triangle at the top, grey background"
+    )
+    scene = make_scene(scene.shapes, scene.background)
+    places = (Placement(0.2, 0.5, 0.2), Placement(0.5, 0.2, 0.2))
+    images = torch.zeros(1, 3, 256, 256)
+    labels = kind_labels(Batch(images, [scene.caption()], [scene], [places]))
+    grid = labels.view(16, 16)
+    assert grid[8, 3] == 1 + KINDS.index("square")  # token centre (56, 136): inside the left shape
+    assert grid[3, 8] == 1 + KINDS.index("triangle")
+    assert grid[8, 8] == 0 and grid[15, 15] == 0  # centre and corner: background
+    # 51.2 px extents: 3 x 4 token centres for the left shape, 4 x 3 for the top one
+    assert int((grid > 0).sum()) == 24
+    with pytest.raises(ValueError, match="placements"):
+        kind_labels(Batch(images, [scene.caption()], [scene]))
+
+
+def test_kind_loss_trains_a_head_that_steers_the_transformer(tmp_path: Path) -> None:
+    """With the kind loss the transformer trains differently (the head's gradient reaches it),
+    the head is checkpointed for --resume, and its hook is gone after training."""
+    from dataclasses import replace
+
+    tiny = get_config("tiny")
+    with_kind = replace(tiny, transformer=replace(tiny.transformer, kind_loss_weight=1.0))
+    weights = {}
+    for name, config in (("plain", tiny), ("kind", with_kind)):
+        trainer = Trainer(config, tmp_path / name, progress=False)
+        trainer.train_transformer()
+        weights[name] = next(iter(trainer.pipe.transformer.parameters())).detach().clone()
+        blocks = trainer.pipe.transformer.single_transformer_blocks
+        assert all(not block._forward_hooks for block in blocks)
+        payload = torch.load(tmp_path / name / "checkpoints" / "transformer.pt", weights_only=False)
+        assert ("kind_head" in payload) == (name == "kind")
+        metrics = trainer.states["transformer"].metrics
+        assert ("kind_head_shape_token_accuracy" in metrics) == (name == "kind")
+    assert not torch.equal(weights["plain"], weights["kind"])

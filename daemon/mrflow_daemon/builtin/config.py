@@ -92,6 +92,9 @@ class TransformerConfig:
     # Share of samples trained on the empty caption, so that true classifier-free guidance
     # (an empty negative prompt) has an unconditional prediction to push away from.
     caption_dropout: float = 0.0
+    # Weight of the auxiliary kind loss (kind_loss.py): a linear head on mid-depth image tokens
+    # predicts which kind of shape covers each token. 0: off.
+    kind_loss_weight: float = 0.0
     # With caption dropout, the true CFG scale the model is sampled at: written to its card
     # (`builtin.json`), which the engine reads, and used by the trainer's quick check.
     true_cfg_scale: float = 2.0

@@ -14,6 +14,7 @@ import torch
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS
 from mrflow_daemon.builtin.world import (
     BACKGROUND_COLOURS,
+    KINDS,
     Placement,
     Scene,
     render_batch,
@@ -99,3 +100,25 @@ def shape_tokens(batch: Batch, token: int = 16, dilate: int = 1) -> torch.Tensor
     if dilate:
         grid = torch.nn.functional.max_pool2d(grid, 2 * dilate + 1, stride=1, padding=dilate)
     return grid.flatten(1)  # row-major, as FluxPipeline packs tokens
+
+
+def kind_labels(batch: Batch, token: int = 16) -> torch.Tensor:
+    """[B, tokens] uint8: 1 + the kind index of the shape whose extent (a square of its size
+    around its centre) covers a token's centre, 0 for background; row-major like the tokens."""
+    if batch.placements is None:
+        raise ValueError("kind_labels needs the batch's placements")
+    _, _, height, width = batch.images.shape
+    device = batch.images.device
+    short = min(height, width)
+    ys = torch.arange(height // token, device=device) * token + token / 2
+    xs = torch.arange(width // token, device=device) * token + token / 2
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    labels = torch.zeros(len(batch.scenes), *gy.shape, dtype=torch.uint8, device=device)
+    for index, (scene, places) in enumerate(zip(batch.scenes, batch.placements, strict=True)):
+        for shape, place in zip(scene.shapes, places, strict=True):
+            half = 0.5 * place.size * short
+            inside = ((gx - place.cx * width).abs() <= half) & (
+                (gy - place.cy * height).abs() <= half
+            )
+            labels[index][inside] = KINDS.index(shape.kind) + 1
+    return labels.flatten(1)

@@ -42,12 +42,14 @@ from mrflow_daemon.builtin.checker import check_image
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, TrainConfig, for_gpu
 from mrflow_daemon.builtin.data import (
     crop_batch,
+    kind_labels,
     pick_size,
     shape_tokens,
     step_generator,
     step_rng,
     training_batch,
 )
+from mrflow_daemon.builtin.kind_loss import KindHead
 from mrflow_daemon.builtin.models import count_parameters, make_pipeline, make_upscaler
 from mrflow_daemon.builtin.reading import ReadingHeads, reading_targets
 from mrflow_daemon.builtin.world import eval_cases, render_batch, render_image, sample_train_scene
@@ -549,14 +551,27 @@ class Trainer:
         if self.states["transformer"].done:
             self._finished_ema = ema
             return
+        # The auxiliary kind loss (kind_loss.py): a head with its own optimizer, not exported.
+        kind_head: KindHead | None = None
+        head_optimizer: torch.optim.Optimizer | None = None
+        kind_accuracy: list[float] = []
+        if cfg.kind_loss_weight:
+            kind_head = KindHead(pipe.transformer).to(self.device)
+            head_optimizer = torch.optim.AdamW(kind_head.parameters(), lr=cfg.lr, weight_decay=0.01)
+            if payload is not None and "kind_head" in payload:
+                kind_head.load_state_dict(payload["kind_head"])
+                head_optimizer.load_state_dict(payload["kind_head_optimizer"])
         pipe.vae.requires_grad_(False)
         from diffusers.pipelines.flux.pipeline_flux import FluxPipeline, calculate_shift
 
         sched = pipe.scheduler.config
 
         # Encoded pictures of the data pool, by pool index (see TransformerConfig.data_pool):
-        # size, captions, latents, and the loss weight of each token.
-        Pictures = tuple[tuple[int, int], list[str], torch.Tensor, torch.Tensor]
+        # size, captions, latents, the loss weight of each token, and (with the kind loss)
+        # each token's kind label.
+        Pictures = tuple[
+            tuple[int, int], list[str], torch.Tensor, torch.Tensor, torch.Tensor | None
+        ]
         pool: dict[int, Pictures] = {}
 
         def pictures(index: int, finishing: bool) -> Pictures:
@@ -575,7 +590,8 @@ class Trainer:
             with torch.no_grad(), self.autocast():
                 z = pipe.vae.encode(batch.images * 2 - 1).latent_dist.mode().float()
             weight = 1 + cfg.shape_loss_weight * shape_tokens(batch)
-            item = (size, batch.captions, z, weight)
+            labels = kind_labels(batch) if kind_head is not None else None
+            item = (size, batch.captions, z, weight, labels)
             if pooled:
                 pool[data_index] = item
             return item
@@ -584,7 +600,7 @@ class Trainer:
             finishing = progress >= 1 - cfg.finish.share
             if finishing and pool:
                 pool.clear()  # the pool's pictures are not drawn again
-            size, captions, z, weight = pictures(index, finishing)
+            size, captions, z, weight, labels = pictures(index, finishing)
             high_noise_fraction = (
                 cfg.finish.high_noise_fraction if finishing else cfg.high_noise_fraction
             )
@@ -650,26 +666,43 @@ class Trainer:
             # Per-token squared error, shapes weighted up, normalised to the weights' mean.
             error = (pred - (noise - x0)).pow(2).mean(dim=2)
             loss = (error * weight).sum() / weight.sum()
-            value = self._apply(
-                loss, optimizer, params, cfg.lr * _schedule(index, progress, cfg.warmup)
-            )
+            if kind_head is not None and head_optimizer is not None and labels is not None:
+                kind_loss, accuracy = kind_head.loss(labels)
+                loss = loss + cfg.kind_loss_weight * kind_loss
+                kind_accuracy[:] = [*kind_accuracy[-199:], accuracy]
+                head_optimizer.zero_grad(set_to_none=True)
+            lr = cfg.lr * _schedule(index, progress, cfg.warmup)
+            value = self._apply(loss, optimizer, params, lr)
             if value is not None:
                 ema.update(modules, index)
+                if head_optimizer is not None:
+                    for group in head_optimizer.param_groups:
+                        group["lr"] = lr
+                    head_optimizer.step()
             return value
 
         def save() -> None:
-            self._save(
-                "transformer",
-                {
-                    "models": [m.state_dict() for m in modules],
-                    "optimizer": optimizer.state_dict(),
-                    "ema": ema.shadow,
-                },
-            )
+            payload = {
+                "models": [m.state_dict() for m in modules],
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.shadow,
+            }
+            if kind_head is not None and head_optimizer is not None:
+                payload["kind_head"] = kind_head.state_dict()
+                payload["kind_head_optimizer"] = head_optimizer.state_dict()
+            self._save("transformer", payload)
 
         for module in modules:
             module.train()
-        self._loop("transformer", step, save)
+        try:
+            self._loop("transformer", step, save)
+        finally:
+            if kind_head is not None:
+                kind_head.remove_hook()
+        if kind_accuracy:  # the head's accuracy on shape tokens, last 200 steps
+            self.states["transformer"].metrics["kind_head_shape_token_accuracy"] = round(
+                sum(kind_accuracy) / len(kind_accuracy), 4
+            )
         for module in modules:
             module.eval()
         self._finished_ema = ema

@@ -58,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "true classifier-free guidance has an unconditional branch (default: the config's, 0)",
     )
     parser.add_argument(
+        "--kind-loss",
+        type=float,
+        default=None,
+        metavar="W",
+        help="weight of the auxiliary kind loss, 0 <= W <= 10: a linear head on the "
+        "transformer's mid-depth image tokens predicts the kind of shape each covers "
+        "(default: the config's, 0 = off)",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
@@ -91,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"--caption-dropout must be at least 0 and below 1, got {args.caption_dropout}"
         )
+    if args.kind_loss is not None and not 0 <= args.kind_loss <= 10:
+        raise SystemExit(f"--kind-loss must be between 0 and 10, got {args.kind_loss}")
     config = get_config(args.config)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
@@ -98,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         config = replace(
             config,
             transformer=replace(config.transformer, caption_dropout=args.caption_dropout),
+        )
+    if args.kind_loss is not None:
+        config = replace(
+            config, transformer=replace(config.transformer, kind_loss_weight=args.kind_loss)
         )
     trainer = Trainer(
         config,
