@@ -14,6 +14,7 @@ are shared here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,18 @@ class FamilyAdapter(ABC):
         height: int,
     ) -> torch.Tensor:
         """The transformer's flow prediction (guidance applied) for packed `latents`."""
+
+    @staticmethod
+    def guided(
+        call: Callable[[dict[str, Any]], torch.Tensor], prompts: PromptEmbeds, plan: Plan
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The conditional prediction, and with true CFG also `uncond + scale * (cond - uncond)`
+        (None without): `call` runs the transformer on one set of prompt embeddings."""
+        cond = call(prompts.positive)
+        if prompts.negative is None or plan.guidance is None:
+            return cond, None
+        uncond = call(prompts.negative)
+        return cond, uncond + plan.guidance * (cond - uncond)
 
     @abstractmethod
     def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:

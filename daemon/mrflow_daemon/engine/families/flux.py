@@ -11,6 +11,8 @@ guidance input held at FLUX.1-dev's default.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mrflow_daemon.engine.families.base import FamilyAdapter, PromptEmbeds
@@ -70,7 +72,7 @@ class FluxAdapter(FamilyAdapter):
         t = timestep.expand(batch).to(latents.dtype)
         image_ids = self._image_ids(width, height)
 
-        def call(embeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        def call(embeds: dict[str, Any]) -> torch.Tensor:
             return self.pipe.transformer(
                 hidden_states=latents,
                 timestep=t / 1000,
@@ -80,11 +82,8 @@ class FluxAdapter(FamilyAdapter):
                 **embeds,
             )[0]
 
-        cond = call(prompts.positive)
-        if prompts.negative is None or plan.guidance is None:
-            return cond
-        uncond = call(prompts.negative)
-        return uncond + plan.guidance * (cond - uncond)
+        cond, guided = self.guided(call, prompts, plan)
+        return cond if guided is None else guided
 
     def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae

@@ -55,11 +55,9 @@ class QwenImageAdapter(FamilyAdapter):
                 **embeds,
             )[0]
 
-        cond = call(prompts.positive)
-        if prompts.negative is None or plan.guidance is None:
+        cond, combined = self.guided(call, prompts, plan)
+        if combined is None:
             return cond
-        uncond = call(prompts.negative)
-        combined = uncond + plan.guidance * (cond - uncond)
         # Qwen-Image keeps the per-token norm of the conditional prediction (its pipeline does).
         scale = torch.norm(cond, dim=-1, keepdim=True) / torch.norm(combined, dim=-1, keepdim=True)
         return combined * scale
