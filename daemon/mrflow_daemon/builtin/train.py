@@ -20,6 +20,7 @@ capped on a CPU by `config.cpu_time_cap`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -554,7 +555,7 @@ class Trainer:
         # The auxiliary kind loss (kind_loss.py): a head with its own optimizer, not exported.
         kind_head: KindHead | None = None
         head_optimizer: torch.optim.Optimizer | None = None
-        kind_accuracy: list[float] = []
+        kind_accuracy: collections.deque[float] = collections.deque(maxlen=200)
         if cfg.kind_loss_weight:
             kind_head = KindHead(pipe.transformer).to(self.device)
             head_optimizer = torch.optim.AdamW(kind_head.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -669,7 +670,7 @@ class Trainer:
             if kind_head is not None and head_optimizer is not None and labels is not None:
                 kind_loss, accuracy = kind_head.loss(labels)
                 loss = loss + cfg.kind_loss_weight * kind_loss
-                kind_accuracy[:] = [*kind_accuracy[-199:], accuracy]
+                kind_accuracy.append(accuracy)
                 head_optimizer.zero_grad(set_to_none=True)
             lr = cfg.lr * _schedule(index, progress, cfg.warmup)
             value = self._apply(loss, optimizer, params, lr)
