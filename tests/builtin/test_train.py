@@ -66,6 +66,50 @@ def test_resume_loads_finished_parts_instead_of_retraining(trained: Path) -> Non
     assert (trained / "checkpoints" / "transformer.pt").stat().st_mtime_ns == before
 
 
+def test_reuse_parts_trains_only_a_new_transformer(trained: Path, tmp_path: Path) -> None:
+    """The VAE, upscaler and text encoders come from the exported model (fp16, as shipped);
+    the transformer starts fresh and trains; a resumed run keeps the reused parts."""
+    from safetensors.torch import load_file
+
+    exported = trained / "model"
+    trainer = Trainer(get_config("tiny"), tmp_path, progress=False, reuse_parts=exported)
+    trainer.run(quick_check=0)
+    for part in ("vae", "upscaler", "text"):
+        assert trainer.states[part].step == 0
+        assert trainer.states[part].metrics == {"reused_from": str(exported)}
+    assert trainer.states["transformer"].step == 3
+    vae_state = load_file(str(exported / "vae" / "diffusion_pytorch_model.safetensors"))
+    for name, tensor in trainer.pipe.vae.state_dict().items():
+        assert torch.equal(tensor, vae_state[name].float()), name
+    shipped_vae = json.loads((exported / "vae" / "config.json").read_text())
+    new_vae = json.loads((tmp_path / "model" / "vae" / "config.json").read_text())
+    assert new_vae["scaling_factor"] == pytest.approx(shipped_vae["scaling_factor"])
+    upscaler_state = load_file(str(exported / UPSCALER_FILE))
+    for name, tensor in trainer.upscaler.state_dict().items():
+        assert torch.equal(tensor, upscaler_state[name].float()), name
+    # A fresh transformer, not the exported one.
+    old = load_file(str(exported / "transformer" / "diffusion_pytorch_model.safetensors"))
+    new = load_file(str(tmp_path / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+
+    resumed = Trainer(get_config("tiny"), tmp_path, progress=False, resume=True)
+    resumed.train_vae()
+    assert resumed.states["vae"].metrics == {"reused_from": str(exported)}
+    for name, tensor in resumed.pipe.vae.state_dict().items():
+        assert torch.equal(tensor, vae_state[name].float()), name
+
+
+def test_reuse_parts_rejects_a_model_of_other_sizes(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"its vae does not match config 'cpu'"):
+        Trainer(get_config("cpu"), tmp_path, progress=False, reuse_parts=trained / "model")
+
+
+def test_train_command_rejects_reuse_parts_that_is_no_model(tmp_path: Path) -> None:
+    command, args = _train_command_args("--config", "tiny", "--reuse-parts", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"--reuse-parts .*: not an exported model folder"):
+        command.run(args)
+
+
 def test_training_is_seeded(tmp_path: Path) -> None:
     losses = []
     for run in ("a", "b"):

@@ -8,6 +8,9 @@ Writes, under `out_dir`:
 - ``checkpoints/{vae,upscaler,text,transformer}.pt``: each part's state (weights, optimizer, EMA,
   step, seconds spent), saved every `checkpoint_every` seconds and when the part ends; a part
   marked done is loaded, not retrained, by a resumed run;
+  with `reuse_parts`, the VAE, upscaler and text checkpoints are written from an exported model
+  instead, marked done, and only the transformer trains (a new transformer recipe in 80% of the
+  time);
 - ``model/``: the finished FluxPipeline folder (fp16 safetensors) with ``upscaler/`` beside the
   components and ``builtin.json`` describing how it was trained;
 - ``train_log.jsonl``: one line of losses per logging interval; ``summary.json``: the final
@@ -119,6 +122,7 @@ class Trainer:
         progress: bool = True,
         precision: str = "auto",
         keep_going: bool = True,
+        reuse_parts: str | Path | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -160,6 +164,10 @@ class Trainer:
         self._finished_ema: Ema | None = None
         self.pipe.to(self.device)
         self.upscaler.to(self.device)
+        # Parts whose checkpoints come from an exported model: loaded even without `resume`.
+        self.reused: set[str] = set()
+        if reuse_parts is not None:
+            self._reuse_parts(Path(reuse_parts))
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -206,11 +214,59 @@ class Trainer:
 
     def _load(self, part: str) -> dict[str, Any] | None:
         path = self._checkpoint_path(part)
-        if not (self.resume and path.exists()):
+        if not ((self.resume or part in self.reused) and path.exists()):
             return None
         payload = torch.load(path, map_location=self.device, weights_only=False)
         self.states[part] = PartState(**payload["state"])
         return payload
+
+    def _reuse_parts(self, model_dir: Path) -> None:
+        """Checkpoint the VAE, upscaler and text encoders of an exported model as finished parts.
+
+        The model must have this config's sizes (a mismatch fails here, naming the part). A
+        resumed run keeps checkpoints already written, so its parts are never reloaded twice.
+        """
+        from diffusers import AutoencoderKL
+        from safetensors.torch import load_file
+        from transformers import CLIPTextModel, T5EncoderModel
+
+        if not (model_dir / "model_index.json").is_file():
+            raise ValueError(f"{model_dir} is not an exported model folder (no model_index.json)")
+        wanted = ("vae", "upscaler", "text")
+        self.reused = set(wanted)
+        if self.resume and all(self._checkpoint_path(p).exists() for p in wanted):
+            return
+        note = {"reused_from": str(model_dir)}
+
+        def load_into(part: str, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+            try:
+                module.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"{model_dir}: its {part} does not match config {self.config.name!r}: {exc}"
+                ) from None
+
+        vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
+        load_into("vae", self.pipe.vae, vae.state_dict())
+        stats = {k: vae.config[k] for k in ("scaling_factor", "shift_factor")}
+        self.pipe.vae.register_to_config(**stats)
+        encoders = [self.pipe.text_encoder, self.pipe.text_encoder_2]
+        for name, cls, module in zip(
+            ("text_encoder", "text_encoder_2"),
+            (CLIPTextModel, T5EncoderModel),
+            encoders,
+            strict=True,
+        ):
+            load_into(name, module, cls.from_pretrained(model_dir, subfolder=name).state_dict())
+        upscaler_file = model_dir / UPSCALER_FILE
+        if not upscaler_file.is_file():
+            raise ValueError(f"{model_dir} has no upscaler at {UPSCALER_FILE}")
+        load_into("upscaler", self.upscaler, load_file(str(upscaler_file)))
+        for part in wanted:
+            self.states[part] = PartState(done=True, metrics=dict(note))
+        self._save("vae", {"model": self.pipe.vae.state_dict(), "latent_stats": stats})
+        self._save("upscaler", {"model": self.upscaler.state_dict()})
+        self._save("text", {"models": [m.state_dict() for m in encoders]})
 
     def _loop(
         self,
@@ -315,7 +371,8 @@ class Trainer:
         payload = self._load("vae")
         if payload is not None:
             vae.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
+            if "optimizer" in payload:  # absent from a reused part's checkpoint
+                optimizer.load_state_dict(payload["optimizer"])
             vae.register_to_config(**payload["latent_stats"])
         if self.states["vae"].done:
             return
@@ -407,7 +464,8 @@ class Trainer:
         payload = self._load("upscaler")
         if payload is not None:
             model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
+            if "optimizer" in payload:
+                optimizer.load_state_dict(payload["optimizer"])
         if self.states["upscaler"].done:
             return
         vae = self.pipe.vae
@@ -483,8 +541,9 @@ class Trainer:
         if payload is not None:
             for module, state in zip(encoders, payload["models"], strict=True):
                 module.load_state_dict(state)
-            heads.load_state_dict(payload["heads"])
-            optimizer.load_state_dict(payload["optimizer"])
+            if "heads" in payload:
+                heads.load_state_dict(payload["heads"])
+                optimizer.load_state_dict(payload["optimizer"])
         if self.states["text"].done:
             return
 

@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     parser.add_argument(
+        "--reuse-parts",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR",
+        help="take the VAE, upscaler and text encoders of an exported model of the same config "
+        "(for example the shipped weights) and train only a new transformer",
+    )
+    parser.add_argument(
         "--config",
         default="default",
         choices=("default", "cpu", "tiny"),
@@ -102,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.kind_loss is not None and not 0 <= args.kind_loss <= 10:
         raise SystemExit(f"--kind-loss must be between 0 and 10, got {args.kind_loss}")
+    if args.reuse_parts is not None and not (args.reuse_parts / "model_index.json").is_file():
+        raise SystemExit(
+            f"--reuse-parts {args.reuse_parts}: not an exported model folder (no model_index.json)"
+        )
     config = get_config(args.config)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
@@ -122,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         precision=args.precision,
+        reuse_parts=args.reuse_parts,
     )
     summary = trainer.run(quick_check=args.quick_check)
     short = {
