@@ -99,9 +99,45 @@ def test_reuse_parts_trains_only_a_new_transformer(trained: Path, tmp_path: Path
         assert torch.equal(tensor, vae_state[name].float()), name
 
 
+def test_continue_transformer_starts_from_the_exported_transformer(
+    trained: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    exported = trained / "model"
+    trainer = Trainer(
+        get_config("tiny"),
+        tmp_path,
+        progress=False,
+        reuse_parts=exported,
+        continue_transformer=True,
+    )
+    old = load_file(str(exported / "transformer" / "diffusion_pytorch_model.safetensors"))
+    for name, tensor in trainer.pipe.transformer.state_dict().items():
+        assert torch.equal(tensor, old[name].float()), name
+    trainer.train_transformer()
+    assert trainer.states["transformer"].step == 3
+    assert trainer.states["transformer"].metrics["continued_from"] == str(exported)
+    with pytest.raises(ValueError, match="continue_transformer needs reuse_parts"):
+        Trainer(get_config("tiny"), tmp_path, progress=False, continue_transformer=True)
+
+
 def test_reuse_parts_rejects_a_model_of_other_sizes(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"its vae does not match config 'cpu'"):
         Trainer(get_config("cpu"), tmp_path, progress=False, reuse_parts=trained / "model")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--continue-transformer"], r"--continue-transformer needs --reuse-parts"),
+        (["--data-pool", "-1"], r"--data-pool must be 0 or a positive number of steps, got -1"),
+    ],
+)
+def test_train_command_rejects_bad_transformer_options(argv: list[str], message: str) -> None:
+    command, args = _train_command_args("--config", "tiny", *argv)
+    with pytest.raises(SystemExit, match=message):
+        command.run(args)
 
 
 def test_train_command_rejects_reuse_parts_that_is_no_model(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ Writes, under `out_dir`:
   marked done is loaded, not retrained, by a resumed run;
   with `reuse_parts`, the VAE, upscaler and text checkpoints are written from an exported model
   instead, marked done, and only the transformer trains (a new transformer recipe in 80% of the
-  time);
+  time), from scratch or, with `continue_transformer`, from the exported transformer;
 - ``model/``: the finished FluxPipeline folder (fp16 safetensors) with ``upscaler/`` beside the
   components and ``builtin.json`` describing how it was trained;
 - ``train_log.jsonl``: one line of losses per logging interval; ``summary.json``: the final
@@ -123,6 +123,7 @@ class Trainer:
         precision: str = "auto",
         keep_going: bool = True,
         reuse_parts: str | Path | None = None,
+        continue_transformer: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -166,8 +167,10 @@ class Trainer:
         self.upscaler.to(self.device)
         # Parts whose checkpoints come from an exported model: loaded even without `resume`.
         self.reused: set[str] = set()
+        if continue_transformer and reuse_parts is None:
+            raise ValueError("continue_transformer needs reuse_parts: the model to continue")
         if reuse_parts is not None:
-            self._reuse_parts(Path(reuse_parts))
+            self._reuse_parts(Path(reuse_parts), continue_transformer)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -220,23 +223,20 @@ class Trainer:
         self.states[part] = PartState(**payload["state"])
         return payload
 
-    def _reuse_parts(self, model_dir: Path) -> None:
-        """Checkpoint the VAE, upscaler and text encoders of an exported model as finished parts.
+    def _reuse_parts(self, model_dir: Path, continue_transformer: bool) -> None:
+        """Checkpoint the VAE, upscaler and text encoders of an exported model as finished parts,
+        and with `continue_transformer` start the transformer from the model's (its EMA weights;
+        a fresh optimizer and schedule).
 
         The model must have this config's sizes (a mismatch fails here, naming the part). A
         resumed run keeps checkpoints already written, so its parts are never reloaded twice.
         """
-        from diffusers import AutoencoderKL
+        from diffusers import AutoencoderKL, FluxTransformer2DModel
         from safetensors.torch import load_file
         from transformers import CLIPTextModel, T5EncoderModel
 
         if not (model_dir / "model_index.json").is_file():
             raise ValueError(f"{model_dir} is not an exported model folder (no model_index.json)")
-        wanted = ("vae", "upscaler", "text")
-        self.reused = set(wanted)
-        if self.resume and all(self._checkpoint_path(p).exists() for p in wanted):
-            return
-        note = {"reused_from": str(model_dir)}
 
         def load_into(part: str, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
             try:
@@ -245,6 +245,16 @@ class Trainer:
                 raise ValueError(
                     f"{model_dir}: its {part} does not match config {self.config.name!r}: {exc}"
                 ) from None
+
+        if continue_transformer:  # a resumed run's transformer checkpoint, if any, replaces it
+            exported = FluxTransformer2DModel.from_pretrained(model_dir, subfolder="transformer")
+            load_into("transformer", self.pipe.transformer, exported.state_dict())
+            self.states["transformer"].metrics["continued_from"] = str(model_dir)
+        wanted = ("vae", "upscaler", "text")
+        self.reused = set(wanted)
+        if self.resume and all(self._checkpoint_path(p).exists() for p in wanted):
+            return
+        note = {"reused_from": str(model_dir)}
 
         vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae")
         load_into("vae", self.pipe.vae, vae.state_dict())

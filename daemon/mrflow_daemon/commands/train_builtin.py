@@ -50,6 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(for example the shipped weights) and train only a new transformer",
     )
     parser.add_argument(
+        "--continue-transformer",
+        action="store_true",
+        help="with --reuse-parts: start the transformer from that model's too (a fresh optimizer "
+        "and learning-rate schedule over this run's time) instead of from scratch",
+    )
+    parser.add_argument(
+        "--data-pool",
+        type=int,
+        default=None,
+        metavar="N",
+        help="reuse the encoded pictures of N transformer steps (0: fresh pictures every step; "
+        "default: the config's, 1500 for cpu); a shorter run wants a smaller pool",
+    )
+    parser.add_argument(
         "--config",
         default="default",
         choices=("default", "cpu", "tiny"),
@@ -114,6 +128,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"--reuse-parts {args.reuse_parts}: not an exported model folder (no model_index.json)"
         )
+    if args.continue_transformer and args.reuse_parts is None:
+        raise SystemExit(
+            "--continue-transformer needs --reuse-parts MODEL_DIR: the model to continue"
+        )
+    if args.data_pool is not None and args.data_pool < 0:
+        raise SystemExit(
+            f"--data-pool must be 0 or a positive number of steps, got {args.data_pool}"
+        )
     config = get_config(args.config)
     if args.seed is not None:
         config = replace(config, seed=args.seed)
@@ -122,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             config,
             transformer=replace(config.transformer, caption_dropout=args.caption_dropout),
         )
+    if args.data_pool is not None:
+        config = replace(config, transformer=replace(config.transformer, data_pool=args.data_pool))
     if args.kind_loss is not None:
         config = replace(
             config, transformer=replace(config.transformer, kind_loss_weight=args.kind_loss)
@@ -135,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         precision=args.precision,
         reuse_parts=args.reuse_parts,
+        continue_transformer=args.continue_transformer,
     )
     summary = trainer.run(quick_check=args.quick_check)
     short = {
