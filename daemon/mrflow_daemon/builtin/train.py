@@ -246,6 +246,9 @@ class Trainer:
                     f"{model_dir}: its {part} does not match config {self.config.name!r}: {exc}"
                 ) from None
 
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # one "Loading weights" bar per encoder
         if continue_transformer:  # a resumed run's transformer checkpoint, if any, replaces it
             exported = FluxTransformer2DModel.from_pretrained(model_dir, subfolder="transformer")
             load_into("transformer", self.pipe.transformer, exported.state_dict())
