@@ -267,6 +267,9 @@ def test_cpu_config_is_selectable_and_sized_for_two_cores() -> None:
     assert config.name == "cpu"
     assert config.vae.crop > 0 and not config.vae.mid_attention
     assert config.transformer.data_pool > 0
+    # The shipped weights are sampled with true CFG: the recipe must train the empty caption.
+    assert config.transformer.caption_dropout == 0.1
+    assert config.transformer.kind_loss_weight == 0.5
     head_dim = config.transformer.attention_head_dim
     assert sum(config.transformer.axes_dims_rope) == head_dim
     assert sum(config.time_shares) < 1.0  # leaves time for export and checks

@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="P",
         help="share of transformer samples trained on the empty caption, 0 <= P < 1, so that "
-        "true classifier-free guidance has an unconditional branch (default: the config's, 0)",
+        "true classifier-free guidance has an unconditional branch (default: the config's, 0.1 for "
+        "cpu, 0 otherwise)",
     )
     parser.add_argument(
         "--kind-loss",
@@ -86,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="W",
         help="weight of the auxiliary kind loss, 0 <= W <= 10: a linear head on the "
         "transformer's mid-depth image tokens predicts the kind of shape each covers "
-        "(default: the config's, 0 = off)",
+        "(default: the config's, 0.5 for cpu, 0 = off otherwise)",
     )
     parser.add_argument(
         "--precision",
