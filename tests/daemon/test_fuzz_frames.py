@@ -106,6 +106,9 @@ def test_random_and_mutated_frames_always_get_an_error_reply(
         seen["frames"] += 1
         if is_acceptable(frame):
             return  # e.g. a `cancel` that is still well-formed: answered as a request
+        # A well-formed `load_model` of an earlier example is answered after its pong, when the
+        # load fails: that late `model_not_found` can land among this frame's replies.
+        replies = [r for r in replies if not (isinstance(r, Error) and r.code == "model_not_found")]
         assert len(replies) == 1 and isinstance(replies[0], Error), (frame, replies)
         assert replies[0].code in {
             "malformed_frame",
