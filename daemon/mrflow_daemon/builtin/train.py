@@ -234,6 +234,7 @@ class Trainer:
         from diffusers import AutoencoderKL, FluxTransformer2DModel
         from safetensors.torch import load_file
         from transformers import CLIPTextModel, T5EncoderModel
+        from transformers.utils import logging as transformers_logging
 
         if not (model_dir / "model_index.json").is_file():
             raise ValueError(f"{model_dir} is not an exported model folder (no model_index.json)")
@@ -245,8 +246,6 @@ class Trainer:
                 raise ValueError(
                     f"{model_dir}: its {part} does not match config {self.config.name!r}: {exc}"
                 ) from None
-
-        from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # one "Loading weights" bar per encoder
         if continue_transformer:  # a resumed run's transformer checkpoint, if any, replaces it
