@@ -49,6 +49,8 @@ class JobParams:
     seed: int | None = None
     """None: a random seed (the daemon reports the one it used)."""
     strength: float = 0.6
+    guidance: float | None = None
+    """None: the model's default guidance."""
     size: tuple[int, int] | None = None
     """An explicit size to generate; None: from the region, rounded to the model's multiple."""
 
@@ -197,6 +199,7 @@ class Controller:
             height=height,
             preset=params.preset or None,
             seed=params.seed,
+            guidance=params.guidance,
             model=params.model or None,
             # Filling a selection repaints it completely; Refine keeps some of what is there.
             strength={"txt2img": None, "inpaint": 1.0}.get(mode, params.strength),

@@ -120,6 +120,19 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.strength.setToolTip("Refine: how much to change (0.3 touches up, 0.8 repaints)")
         self.strength.valueChanged.connect(self._store_params)
         form.addRow("Strength", self.strength)
+
+        self.guidance = W.QDoubleSpinBox()
+        self.guidance.setRange(0.0, 30.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setDecimals(1)
+        self.guidance.setSpecialValueText("model default")  # shown at 0
+        self.guidance.setValue(self.runtime.settings.guidance)
+        self.guidance.setToolTip(
+            "How closely to follow the prompt. With true guidance (the built-in model, "
+            "Qwen-Image) 1 turns it off and each step takes half the time"
+        )
+        self.guidance.valueChanged.connect(self._store_params)
+        form.addRow("Guidance", self.guidance)
         layout.addLayout(form)
 
         buttons = W.QHBoxLayout()
@@ -215,6 +228,7 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
         params.model = self.model.currentData() or None
         params.preset = self.preset.currentData() or None
         params.strength = float(self.strength.value())
+        params.guidance = float(self.guidance.value()) or None  # 0: the model's default
         params.size = (
             (self.size_w.value(), self.size_h.value()) if self.size_override.isChecked() else None
         )
@@ -297,6 +311,7 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
                 preset=self.preset.currentData() or current.preset,
                 negative_prompt=self.negative.text().strip(),
                 strength=float(self.strength.value()),
+                guidance=float(self.guidance.value()),
                 max_side=int(self.max_side.value()),
             )
         )

@@ -56,7 +56,12 @@ class Runtime:
             f"krita {krita_adapter.krita_version()} / mrflow-krita {PLUGIN_VERSION}"[:64],
             self.bridge.event.emit,
         )
-        self.params = JobParams(prompt="", negative_prompt=self.settings.negative_prompt)
+        self.params = JobParams(
+            prompt="",
+            negative_prompt=self.settings.negative_prompt,
+            strength=self.settings.strength,
+            guidance=self.settings.guidance or None,
+        )
         self.fixed_seed: int | None = None
         self.last_seed: int | None = None
         # Closed documents have no reliable signal in Krita 5.1's notifier: look every 2 s.

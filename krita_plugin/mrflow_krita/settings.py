@@ -51,6 +51,10 @@ class Settings:
     negative_prompt: str = ""
     strength: float = 0.6
     """How much Refine changes: 0 keeps the image, 1 repaints it."""
+    guidance: float = 0.0
+    """0: the model's own default; otherwise its guidance (embedded guidance for FLUX.1-dev, the
+    true classifier-free guidance scale for Qwen-Image and the built-in model, where 1 turns it
+    off and halves the time per step)."""
     max_side: int = 1024
     """The longest side generated; larger regions are generated at this size and scaled up."""
 

@@ -116,6 +116,24 @@ def test_generate_fills_the_selection_and_apply_makes_a_layer(
     assert not panel.apply.isEnabled()
 
 
+def test_guidance_is_the_models_default_until_set(
+    app: QtWidgets.QApplication, panel, krita: Krita
+) -> None:  # type: ignore[no-untyped-def]
+    controller = panel.runtime.controller
+    sent: list[m.Message] = []
+    controller._send = sent.append
+    controller.connection_changed("connected", "", welcome())
+    krita.createDocument(64, 64, "doc", "RGBA", "U8", "", 72.0)
+    panel.prompt.setPlainText("a red circle")
+    assert panel.guidance.text() == "model default"
+    panel.generate.click()
+    panel.guidance.setValue(1.0)  # true CFG off on the built-in model
+    panel.generate.click()
+    assert [r.guidance for r in sent if isinstance(r, m.Generate)] == [None, 1.0]
+    panel._save_settings()
+    assert panel.runtime.settings.guidance == 1.0
+
+
 def test_unsupported_documents_show_a_message_in_the_docker(
     app: QtWidgets.QApplication, panel, krita: Krita
 ) -> None:  # type: ignore[no-untyped-def]

@@ -39,6 +39,7 @@ def test_settings_round_trip_and_bad_values_keep_defaults() -> None:
         token_file="~/t",
         preset="turbo",
         strength=0.35,
+        guidance=1.0,
         max_side=768,
     )
     save_settings(store, wanted)
