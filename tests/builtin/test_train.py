@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -219,6 +220,47 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     low, high = paired["difference_ci95_pp"]
     assert low <= paired["difference_pp"] <= high
     assert "paper vs native" in format_table(results)
+
+
+def test_eval_guidance_reaches_every_generation(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mrflow_daemon.engine.pipeline")
+    from mrflow_daemon.builtin.evaluate import evaluate
+    from mrflow_daemon.engine.pipeline import MrFlowEngine
+
+    seen: list[float | None] = []
+    real_generate = MrFlowEngine.generate
+
+    def spy(self: MrFlowEngine, request: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(request.guidance)
+        return real_generate(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(MrFlowEngine, "generate", spy)
+    results = evaluate(
+        trained / "model", n=1, presets=["native"], out_dir=tmp_path, device="cpu", guidance=1.0
+    )
+    assert seen == [1.0, 1.0]  # the warm-up and the one case
+    assert results["guidance"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "0"], r"--n must be at least 1"),
+        (["--guidance", "101"], r"--guidance must be between 0 and 100, not 101"),
+        (["--presets", "native,fastest"], r"--presets: .*fastest"),
+    ],
+)
+def test_eval_command_rejects_bad_arguments(argv: list[str], message: str) -> None:
+    import argparse
+
+    from mrflow_daemon.commands import eval as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    with pytest.raises(SystemExit, match=message):
+        command.run(parser.parse_args(argv))
 
 
 def test_a_non_finite_loss_skips_the_update(tmp_path: Path) -> None:

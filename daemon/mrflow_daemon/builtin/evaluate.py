@@ -137,9 +137,14 @@ def evaluate(
     out_dir: str | Path,
     device: str | None = None,
     upscaler: str | Path | None = None,
+    guidance: float | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and write `results.json` and `grid.png` to `out_dir`; returns the results."""
+    """Run the benchmark and write `results.json` and `grid.png` to `out_dir`; returns the results.
+
+    `guidance` overrides the model's default guidance (for the built-in model, its true CFG scale
+    from the card; 1 turns true CFG off) for native and every preset alike.
+    """
     import torch
 
     from mrflow_daemon.engine.families.base import pil_to_tensor, tensor_to_pil
@@ -174,12 +179,24 @@ def evaluate(
         # One untimed warm-up, so the first case does not pay for kernels' first use.
         engine.generate(
             GenerationRequest(
-                cases[0].caption, SIZE, SIZE, preset=name, seed=0, return_stages=False
+                cases[0].caption,
+                SIZE,
+                SIZE,
+                preset=name,
+                seed=0,
+                guidance=guidance,
+                return_stages=False,
             )
         )
         for index, case in enumerate(cases):
             request = GenerationRequest(
-                case.caption, SIZE, SIZE, preset=name, seed=case.seed, return_stages=False
+                case.caption,
+                SIZE,
+                SIZE,
+                preset=name,
+                seed=case.seed,
+                guidance=guidance,
+                return_stages=False,
             )
             started = time.perf_counter()
             result = engine.generate(request)
@@ -196,6 +213,7 @@ def evaluate(
         "dtype": str(engine.dtype),
         "size": [SIZE, SIZE],
         "n": n,
+        "guidance": guidance,
         "rows": {row.name: row.summary() for row in rows},
     }
     native = by_name.get("native")

@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="torch device (default: CUDA if present, else CPU)"
     )
     parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance for every row, 0 to 100 (default: the model's; for the built-in model its "
+        "true CFG scale, 2; 1 turns true CFG off)",
+    )
+    parser.add_argument(
         "--upscaler",
         default=None,
         help="upscaler weights (default: the model folder's upscaler/*.safetensors)",
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise SystemExit("--n must be at least 1")
+    if args.guidance is not None and not 0 <= args.guidance <= 100:
+        raise SystemExit(f"--guidance must be between 0 and 100, not {args.guidance:g}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     try:
         for name in presets:
@@ -85,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=args.device,
         upscaler=args.upscaler,
+        guidance=args.guidance,
         on_progress=progress,
     )
     print(format_table(results))
