@@ -142,8 +142,18 @@ def test_train_command_rejects_bad_transformer_options(argv: list[str], message:
 
 
 def test_train_command_rejects_reuse_parts_that_is_no_model(tmp_path: Path) -> None:
-    command, args = _train_command_args("--config", "tiny", "--reuse-parts", str(tmp_path))
-    with pytest.raises(SystemExit, match=r"--reuse-parts .*: not an exported model folder"):
+    command, args = _train_command_args(
+        "--config", "tiny", "--reuse-parts", str(tmp_path), "--out", str(tmp_path / "run")
+    )
+    with pytest.raises(SystemExit, match=r"--reuse-parts: .* is not an exported model folder"):
+        command.run(args)
+
+
+def test_train_command_names_the_part_of_another_size(trained: Path, tmp_path: Path) -> None:
+    command, args = _train_command_args(
+        "--config", "cpu", "--reuse-parts", str(trained / "model"), "--out", str(tmp_path)
+    )
+    with pytest.raises(SystemExit, match=r"--reuse-parts: .*its vae does not match config 'cpu'"):
         command.run(args)
 
 

@@ -125,10 +125,6 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.kind_loss is not None and not 0 <= args.kind_loss <= 10:
         raise SystemExit(f"--kind-loss must be between 0 and 10, got {args.kind_loss}")
-    if args.reuse_parts is not None and not (args.reuse_parts / "model_index.json").is_file():
-        raise SystemExit(
-            f"--reuse-parts {args.reuse_parts}: not an exported model folder (no model_index.json)"
-        )
     if args.continue_transformer and args.reuse_parts is None:
         raise SystemExit(
             "--continue-transformer needs --reuse-parts MODEL_DIR: the model to continue"
@@ -151,17 +147,22 @@ def run(args: argparse.Namespace) -> int:
         config = replace(
             config, transformer=replace(config.transformer, kind_loss_weight=args.kind_loss)
         )
-    trainer = Trainer(
-        config,
-        args.out,
-        device=args.device,
-        time_budget=args.time_budget,
-        resume=args.resume,
-        progress=not args.no_progress,
-        precision=args.precision,
-        reuse_parts=args.reuse_parts,
-        continue_transformer=args.continue_transformer,
-    )
+    try:
+        trainer = Trainer(
+            config,
+            args.out,
+            device=args.device,
+            time_budget=args.time_budget,
+            resume=args.resume,
+            progress=not args.no_progress,
+            precision=args.precision,
+            reuse_parts=args.reuse_parts,
+            continue_transformer=args.continue_transformer,
+        )
+    except ValueError as exc:  # the model to reuse is no model, or not of this config's sizes
+        if args.reuse_parts is None:
+            raise
+        raise SystemExit(f"--reuse-parts: {exc}") from None
     summary = trainer.run(quick_check=args.quick_check)
     short = {
         "model_dir": summary["model_dir"],
