@@ -96,9 +96,9 @@ class Connection:
             self._post(ConnectionEvent("connecting", f"connecting to {self.url}"))
             self._wake.clear()
             try:
-                self._session()
+                self._session()  # returns when asked to stop or to reconnect
                 attempt = 0
-                detail = "the daemon closed the connection"
+                detail = ""
             except ProtocolError as error:
                 # The handshake was refused (token, version): retrying quickly will not help.
                 self._post(ConnectionEvent("refused", str(error.message)))
@@ -139,15 +139,20 @@ class Connection:
                     continue
                 if not isinstance(message, Unknown):
                     self._post(MessageEvent(message))
+            self._flush(websocket)  # e.g. the cancels of a Krita that is closing
             websocket.close()
 
     def _flush(self, websocket: object) -> None:
         while True:
             try:
-                _, frame = self._outbox.get_nowait()
+                message, frame = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            websocket.send(frame)  # type: ignore[attr-defined]
+            try:
+                websocket.send(frame)  # type: ignore[attr-defined]
+            except Exception:
+                self._post(NotSent(message))  # its job is told; the link is handled by _run
+                raise
 
     def _drop_outbox(self) -> None:
         """Requests queued while the link is down are dropped; their jobs are told so."""

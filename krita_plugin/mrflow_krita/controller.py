@@ -85,9 +85,19 @@ class Controller:
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _changed(self) -> None:
+        # A listener that fails (a docker whose widgets Qt has already deleted) must not stop
+        # the others, nor undo the work that announced the change: it is logged and dropped.
         for listener in list(self._listeners):
-            listener()
+            try:
+                listener()
+            except Exception:
+                log.exception("a docker could not redraw; it no longer gets updates")
+                self.unsubscribe(listener)
 
     def report_error(self, text: str) -> None:
         log.warning("%s", text)
@@ -267,6 +277,9 @@ class Controller:
         if job is None:
             self.last_error = _readable(error)
             log.warning("daemon error: %s", self.last_error)
+            return
+        if job.state.finished:  # a late error (a cancel racing the result) changes nothing
+            log.info("job %s: late %s ignored (%s)", job.id, error.code, job.state.value)
             return
         if error.code == "cancelled":
             job.state = JobState.CANCELLED

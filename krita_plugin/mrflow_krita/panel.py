@@ -36,6 +36,8 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
         self.controller = runtime.controller
         self._build()
         self.controller.subscribe(self.refresh)
+        # Krita makes one docker per window; a closed window's docker stops listening.
+        self.destroyed.connect(lambda *_: runtime.controller.unsubscribe(self.refresh))
         # The selection has no change signal: the size line is recomputed twice a second.
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(500)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from mrflow_krita.connection import Connection, ConnectionEvent, MessageEvent, NotSent
 from mrflow_protocol import (
+    Cancel,
     Error,
     Generate,
     Progress,
@@ -190,3 +191,40 @@ def test_an_invalid_request_is_refused_before_it_is_queued(connection: Connectio
     with pytest.raises(ProtocolError) as refused:
         connection.send(Generate(job_id="bad", prompt="x", mode="inpaint"))
     assert refused.value.field == "image"
+
+
+def test_requests_queued_when_stopping_are_sent_before_closing(port: int, events: Events) -> None:
+    daemon = FakeDaemon(port)
+    link = Connection(f"ws://127.0.0.1:{port}", lambda: TOKEN, "pytest", events.queue.put)
+    try:
+        link.start()
+        events.wait_for(state("connected"))
+        time.sleep(0.2)  # the thread is waiting for a daemon frame
+        link.send(Cancel(job_id="job-1"))  # what a closing Krita does for its running jobs
+        link.stop()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            isinstance(m, Cancel) for m in daemon.received
+        ):
+            time.sleep(0.05)
+        assert [type(m).__name__ for m in daemon.received] == ["Hello", "Cancel"]
+    finally:
+        link.stop()
+        daemon.stop()
+
+
+def test_reconnecting_when_asked_does_not_blame_the_daemon(
+    connection: Connection, events: Events, port: int
+) -> None:
+    daemon = FakeDaemon(port)
+    try:
+        connection.start()
+        events.wait_for(state("connected"))
+        connection.reconnect_now()
+        seen: list[object] = []
+        events.wait_for(lambda e: seen.append(e) or state("connected")(e))
+        details = [e.detail for e in seen if isinstance(e, ConnectionEvent)]
+        assert details[0] == f"connecting to ws://127.0.0.1:{port}"
+        assert not [d for d in details if "closed" in d or "not reachable" in d], details
+    finally:
+        daemon.stop()

@@ -303,6 +303,35 @@ def test_cancel_and_discard(krita: Krita, controller: Controller, sent: Sent) ->
     assert second.state is JobState.DISCARDED and len(document.topLevelNodes()) == 1
 
 
+def test_a_late_error_leaves_a_finished_result_alone(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
+    document = painted_document(krita)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("one"))
+    finish(controller, job.id, (1, 2, 3), (64, 64))
+    controller.handle(m.Error(code="cancelled", message="cancelled", job_id=job.id))
+    assert job.state is JobState.DONE and len(document.topLevelNodes()) == 2
+    assert controller.apply(job.id) is not None
+
+
+def test_a_broken_listener_does_not_stop_the_others_or_the_job(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
+    calls: list[str] = []
+
+    def deleted_docker() -> None:  # what PyQt raises for a widget Qt has deleted
+        raise RuntimeError("wrapped C/C++ object of type MrFlowPanel has been deleted")
+
+    controller.subscribe(deleted_docker)
+    controller.subscribe(lambda: calls.append("live"))
+    job = controller.start(
+        DocumentAdapter(painted_document(krita)), JobKind.FILL_CANVAS, JobParams("x")
+    )
+    assert job.id in controller.jobs and calls == ["live"]
+    controller.handle(m.Progress(job_id=job.id, stage="structure"))
+    assert calls == ["live", "live"]  # the broken one was dropped, not called again
+
+
 def test_history_apply_again_and_delete(krita: Krita, controller: Controller) -> None:
     document = painted_document(krita)
     adapter = DocumentAdapter(document)
