@@ -181,7 +181,12 @@ class Controller:
         image = mask = shape = None
         mode = "txt2img"
         if kind is not JobKind.FILL_CANVAS:
-            pixels = document.read_canvas(target)
+            previews = [
+                job.preview_node
+                for job in self.jobs.values()
+                if job.document_key == document.key and job.preview_node is not None
+            ]
+            pixels = document.read_canvas(target, hide=previews)
             image = images.bgra_to_png(pixels, target.width, target.height, (width, height))
             mode = "img2img"
         if plan.selection is not None and kind is not JobKind.FILL_CANVAS:

@@ -17,7 +17,7 @@ layer, remove). Facts this relies on, checked in Krita 5.1.5:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +77,22 @@ class DocumentAdapter:
         rect = rect.intersect(self.bounds())
         return None if rect.is_empty else rect
 
-    def read_canvas(self, rect: Rect) -> bytes:
-        """The merged image (all visible layers) in `rect`, as BGRA."""
-        self.document.waitForDone()
-        return _bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height))
+    def read_canvas(self, rect: Rect, hide: Iterable[str] = ()) -> bytes:
+        """The merged image (all visible layers) in `rect`, as BGRA, leaving out the nodes
+        whose ids are in `hide` (the plugin's own previews: never an input of another job)."""
+        hidden = [node for node in map(self.find_node, hide) if node is not None and node.visible()]
+        for node in hidden:
+            node.setVisible(False)
+        try:
+            if hidden:
+                self.document.refreshProjection()
+            self.document.waitForDone()
+            return _bytes(self.document.pixelData(rect.x, rect.y, rect.width, rect.height))
+        finally:
+            for node in hidden:
+                node.setVisible(True)
+            if hidden:
+                self.refresh()
 
     def read_selection(self, rect: Rect, feather: int = 0) -> bytes | None:
         """The selection over `rect`, one byte per pixel, optionally feathered; None without one."""

@@ -303,6 +303,21 @@ def test_cancel_and_discard(krita: Krita, controller: Controller, sent: Sent) ->
     assert second.state is JobState.DISCARDED and len(document.topLevelNodes()) == 1
 
 
+def test_a_job_reads_the_canvas_without_other_jobs_previews(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
+    document = painted_document(krita)
+    adapter = DocumentAdapter(document)
+    fill = controller.start(adapter, JobKind.FILL_CANVAS, JobParams("green"))
+    finish(controller, fill.id, (0, 255, 0), (64, 64))  # waiting for Apply, on top
+    refine = controller.start(adapter, JobKind.REFINE, JobParams("sharper"))
+    (_, request) = sent.of(m.Generate)
+    assert request.job_id == refine.id
+    # The user's red picture, not the green preview waiting for Apply above it.
+    assert decode(request.image).convert("RGB").getpixel((10, 10)) == (255, 0, 0)
+    assert all(node.visible() for node in document.topLevelNodes())  # shown again
+
+
 def test_a_late_error_leaves_a_finished_result_alone(
     krita: Krita, controller: Controller, sent: Sent
 ) -> None:

@@ -79,6 +79,11 @@ def _open_image(data: bytes, field_name: str, mode: str) -> Image.Image:
             f"{field_name} could not be decoded as a PNG ({type(exc).__name__}: {exc})",
             field_name,
         ) from None
+    if mode == "RGB" and image.has_transparency_data:
+        # A transparent area is not black: the model sees it as white paper (Krita's default
+        # background), whatever colour the transparent pixels happen to store.
+        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, image.convert("RGBA")).convert("RGB")
     return image.convert(mode)
 
 
@@ -96,8 +101,13 @@ def to_engine_request(message: Generate, lora_dir: Path) -> GenerationRequest:
     loras = []
     for index, lora in enumerate(message.loras):
         if lora.path is not None:
-            path = Path(lora.path).expanduser()
             where = f"loras.{index}.path"
+            try:
+                path = Path(lora.path).expanduser()
+            except RuntimeError as exc:  # "~someone/..." for a user this machine does not know
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD, f"{where}: {exc}; give an absolute path", where
+                ) from None
         else:
             path = lora_dir / f"{lora.name}.safetensors"
             where = f"loras.{index}.name"
