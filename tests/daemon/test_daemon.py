@@ -174,6 +174,21 @@ def test_disconnect_during_a_job_then_reconnect_and_fetch_the_result(
     assert (missing.code, missing.field, missing.job_id) == ("not_found", "job_id", "never-was")
 
 
+def test_a_second_client_asking_for_a_running_job_does_not_take_it_from_the_first(
+    start_daemon: StartDaemon, connect: Connect, gate: Any
+) -> None:
+    daemon = start_daemon()
+    owner = connect(daemon)
+    owner.generate("shared", prompt="a shared job [hold]", steps=3)
+    owner.wait_for(lambda m: isinstance(m, Preview) and m.job_id == "shared")
+    watcher = connect(daemon)  # e.g. `mrflow client result shared` while Krita waits
+    watcher.send(GetResult(job_id="shared"))
+    gate.released.set()
+    for client in (owner, watcher):
+        events = client.job_events("shared")
+        assert isinstance(events[-1], Result), events[-1]
+
+
 def test_unload_then_generate_again(start_daemon: StartDaemon, connect: Connect) -> None:
     daemon = start_daemon()
     client = connect(daemon)

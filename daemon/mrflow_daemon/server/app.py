@@ -322,9 +322,7 @@ class Daemon:
     def cancel(self, session: Session, job_id: str | None, *, everything: bool) -> None:
         if everything:
             mine = [
-                j
-                for j in self.store.all()
-                if not j.state.finished and session.id in (j.owner, j.listener_session)
+                j for j in self.store.all() if not j.state.finished and session.id in j.listeners
             ]
         else:
             assert job_id is not None
@@ -358,7 +356,7 @@ class Daemon:
             for message in job.final_messages:
                 session.send(message)
             return
-        job.listener_session = session.id
+        job.listeners.add(session.id)  # the submitter (if still here) keeps getting them too
         position = self.queue.position(job.job_id)
         if position is not None:
             session.send(Queued(job_id=job.job_id, position=position - 1))
@@ -442,9 +440,10 @@ class Daemon:
                 self._send_to_listener(job, Queued(job_id=job.job_id, position=index))
 
     def _send_to_listener(self, job: Job, message: Message) -> None:
-        session = self.sessions.get(job.listener_session or "")
-        if session is not None:
-            session.send(message)
+        for session_id in sorted(job.listeners):
+            session = self.sessions.get(session_id)
+            if session is not None:
+                session.send(message)
 
     def _finalize(self, job: Job, state: JobState, messages: list[Message]) -> None:
         """Record a job's end and its closing messages together (loop thread), and send them."""

@@ -39,7 +39,8 @@ class Job:
 
     job_id: str
     owner: str
-    """The session that submitted it; events go to `listener_session`, which starts as the owner."""
+    """The session that submitted it; events go to every session in `listeners`: the owner, and
+    each session that asked for the job with `get_result` while it was still going."""
     request: GenerationRequest
     model: str
     submitted_at: float = field(default_factory=time.monotonic)
@@ -47,7 +48,7 @@ class Job:
     cancel_token: CancelToken = field(default_factory=CancelToken)
     previews: bool = True
     """Send a preview per low-res step (the client may ask for progress only)."""
-    listener_session: str | None = None
+    listeners: set[str] = field(default_factory=set)
     started_at: float | None = None
     finished_at: float | None = None
     final_messages: list[Any] = field(default_factory=list)
@@ -55,8 +56,7 @@ class Job:
     so a client that reconnects can fetch them by job id."""
 
     def __post_init__(self) -> None:
-        if self.listener_session is None:
-            self.listener_session = self.owner
+        self.listeners.add(self.owner)
 
 
 class JobRefused(Exception):
