@@ -127,6 +127,11 @@ def test_every_refusal_is_answered_while_a_concurrent_job_completes(
     assert (error.code, error.field) == ("model_not_found", "model")
     error = refusal(generate(job_id="typo", model="/no/such/model"))
     assert (error.code, error.field, error.job_id) == ("model_not_found", "model", "typo")
+    # A folder that is no model is refused at once too, so nothing is unloaded to make room.
+    not_a_model = str(daemon.config.token_path.parent)
+    error = refusal(generate(job_id="folder", model=not_a_model))
+    assert (error.code, error.field, error.job_id) == ("model_not_found", "model", "folder")
+    assert "model_index.json" in error.message
 
     # Per-client queue limit: two jobs wait behind the busy one, the third is refused.
     assert client.reply_to(generate(job_id="q1", steps=1)) == []
@@ -162,3 +167,12 @@ def test_a_frame_far_over_the_limit_closes_that_connection_only(
     assert code == 1009
     bystander.send(Ping(request_id="still-here"))
     assert isinstance(bystander.wait_for(lambda m: isinstance(m, Pong)), Pong)
+
+
+def test_a_model_load_that_runs_out_of_memory_says_so() -> None:
+    import torch
+
+    exc = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB")
+    error = Daemon._model_error("flux-dev", exc, request_id="load")
+    assert (error.code, error.field, error.request_id) == ("out_of_memory", "model", "load")
+    assert "flux-dev" in error.message and "out of memory" in error.message

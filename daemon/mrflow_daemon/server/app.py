@@ -57,12 +57,13 @@ from mrflow_daemon.server.models import (
     EngineFactory,
     EngineOptions,
     ModelHost,
+    free_device_memory,
     load_mrflow_engine,
     resolve_model,
 )
 from mrflow_daemon.server.session import Session, error_reply
 from mrflow_daemon.server.system import describe_device, memory_info
-from mrflow_daemon.server.worker import GenerationWorker
+from mrflow_daemon.server.worker import GenerationWorker, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +388,11 @@ class Daemon:
         name: str, exc: Exception, *, job_id: str | None = None, request_id: str | None = None
     ) -> ProtocolError:
         code = getattr(exc, "code", ErrorCode.INTERNAL)
-        if not isinstance(exc, EngineError):
+        if is_out_of_memory(exc):
+            log.warning("loading %s ran out of device memory: %s", name, exc)
+            free_device_memory()  # what the half-loaded model took
+            code = ErrorCode.OUT_OF_MEMORY
+        elif not isinstance(exc, EngineError):
             log.exception("loading %s failed", name)
         return ProtocolError(
             code if code in ErrorCode.all() else ErrorCode.INTERNAL,

@@ -75,11 +75,23 @@ def resolve_model(name: str) -> Path:
     """A model name (catalog, installed or 'builtin') or a diffusers folder -> the folder to load.
 
     Raises ModelNotFoundError naming the `mrflow models pull` command for a catalog model that
-    is not installed yet.
+    is not installed yet, and UnsupportedModelError for anything that is not a folder of a
+    supported family (its JSON configs are read, no weights): a bad name is refused before the
+    loaded model is unloaded to make room for it.
     """
     from mrflow_daemon import models
+    from mrflow_daemon.engine.errors import UnsupportedModelError
+    from mrflow_daemon.engine.families import family_info
 
-    return models.resolve(name)
+    path = models.resolve(name)
+    if path.is_file():
+        raise UnsupportedModelError(
+            f"{name!r} is the file {path}, not a diffusers model folder (an upscaler is chosen "
+            "with `mrflow serve --upscaler`)",
+            field="model",
+        )
+    family_info(path)
+    return path
 
 
 class ModelHost:
