@@ -132,6 +132,14 @@ def test_every_refusal_is_answered_while_a_concurrent_job_completes(
     error = refusal(generate(job_id="folder", model=not_a_model))
     assert (error.code, error.field, error.job_id) == ("model_not_found", "model", "folder")
     assert "model_index.json" in error.message
+    # What the engine refuses is refused before the queue, not after the wait and a model load.
+    error = refusal(generate(job_id="s3", scale=3))
+    assert (error.code, error.field, error.job_id) == ("invalid_request", "scale", "s3")
+    assert "2 or 4" in error.message
+    error = refusal(generate(job_id="sig0", refine_sigma=0.0))
+    assert (error.code, error.field) == ("invalid_request", "refine_sigma")
+    error = refusal(generate(job_id="huge-seed", seed=2**64 - 1))
+    assert (error.code, error.field) == ("invalid_request", "seed")
 
     # Per-client queue limit: two jobs wait behind the busy one, the third is refused.
     assert client.reply_to(generate(job_id="q1", steps=1)) == []

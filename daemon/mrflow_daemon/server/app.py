@@ -46,7 +46,10 @@ from websockets.http11 import Request, Response
 from mrflow_daemon import __version__, paths
 from mrflow_daemon.engine import events as engine_events
 from mrflow_daemon.engine.errors import EngineError
+from mrflow_daemon.engine.families import family_info
+from mrflow_daemon.engine.plan import resolve_plan
 from mrflow_daemon.engine.presets import DEFAULT_PRESET
+from mrflow_daemon.engine.request import GenerationRequest
 from mrflow_daemon.engine.result import GenerationResult
 from mrflow_daemon.server.auth import ensure_token, origin_allowed
 from mrflow_daemon.server.config import DaemonConfig
@@ -291,8 +294,8 @@ class Daemon:
         request = await asyncio.to_thread(to_engine_request, message, lora_dir)
         loaded = self.models.loaded_names()
         model = message.model or (loaded[0] if loaded else self.config.model)
-        if model not in loaded:
-            await self.check_model(model, job_id=message.job_id)
+        folder = await self.check_model(model, job_id=message.job_id)
+        await asyncio.to_thread(self._check_plan, request, folder, message.job_id)
         job = Job(
             job_id=message.job_id,
             owner=session.id,
@@ -364,12 +367,21 @@ class Daemon:
 
     async def check_model(
         self, name: str, *, job_id: str | None = None, request_id: str | None = None
-    ) -> None:
-        """Refuse an unknown model at once, not when the worker gets to it (file checks only)."""
+    ) -> Path:
+        """Refuse an unknown model at once, not when the worker gets to it (file checks only);
+        returns its folder."""
         try:
-            await asyncio.to_thread(self.models.resolver, name)
+            return await asyncio.to_thread(self.models.resolver, name)
         except Exception as exc:
             raise self._model_error(name, exc, job_id=job_id, request_id=request_id) from None
+
+    def _check_plan(self, request: GenerationRequest, folder: Path, job_id: str) -> None:
+        """Refuse now what the engine would refuse after the queue and a model load (steps,
+        scale, sigmas, strength, seed, preset for this model's family: JSON configs only)."""
+        try:
+            resolve_plan(request, family_info(folder), self.config.max_image_side)
+        except EngineError as exc:
+            raise ProtocolError(exc.code, exc.message, exc.field, job_id=job_id) from None
 
     async def load_model(self, name: str, request_id: str | None) -> None:
         await self.check_model(name, request_id=request_id)
