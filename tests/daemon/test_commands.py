@@ -76,6 +76,25 @@ def test_serve_creates_a_private_token_logs_and_exits_0_on_a_signal(
     assert "listening on ws://127.0.0.1" in log and "shutting down" in log and "stopped" in log
 
 
+def test_a_second_stop_signal_while_stopping_exits_at_once() -> None:
+    from mrflow_daemon.server.app import stop_signal_handler
+
+    class Stub:
+        stopping = False
+        requests = 0
+
+        def request_shutdown(self) -> None:
+            self.requests += 1
+            self.stopping = True
+
+    daemon, exits = Stub(), []
+    handle = stop_signal_handler(daemon, exit_now=exits.append)  # type: ignore[arg-type]
+    handle()
+    assert (daemon.requests, exits) == (1, [])  # the first starts the clean stop
+    handle()
+    assert (daemon.requests, exits) == (1, [130])  # the second does not wait for it
+
+
 def test_serve_exits_1_with_a_clear_message_when_the_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

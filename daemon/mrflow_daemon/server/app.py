@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -170,6 +171,10 @@ class Daemon:
         host = self.config.host
         host = f"[{host}]" if ":" in host else host
         return f"ws://{host}:{self.port}"
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_task is not None or self._stopping
 
     def request_shutdown(self) -> None:
         """Start a clean stop (signal handlers, the `shutdown` message); returns at once."""
@@ -608,6 +613,24 @@ async def _serve(config: DaemonConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises instead
-            loop.add_signal_handler(signum, daemon.request_shutdown)
+            loop.add_signal_handler(signum, stop_signal_handler(daemon))
     await daemon.wait_stopped()
     return 0
+
+
+def stop_signal_handler(
+    daemon: Daemon, exit_now: Callable[[int], object] = os._exit
+) -> Callable[[], None]:
+    """Ctrl+C / SIGTERM: the first starts a clean stop (which waits up to a minute for a step
+    that cannot be interrupted); a second while stopping exits at once, with status 130."""
+
+    def handle() -> None:
+        if not daemon.stopping:
+            daemon.request_shutdown()
+            return
+        log.warning("stop signal while stopping: exiting now, without waiting for the worker")
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # the log file has the line above before the process ends
+        exit_now(130)
+
+    return handle
