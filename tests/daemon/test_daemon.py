@@ -217,15 +217,19 @@ def test_status_subscribers_see_jobs_start_and_end(
     tray.send(SubscribeStatus(request_id="sub"))
     first = tray.wait_for(lambda m: isinstance(m, Status) and m.request_id == "sub")
     assert first.state == "idle" and first.clients == 2
-    worker_client.generate("watched", steps=1)
+    worker_client.generate("watched", steps=4)
     assert isinstance(worker_client.job_events("watched")[-1], Result)
-    busy = tray.wait_for(lambda m: isinstance(m, Status) and m.state == "busy")
-    assert busy.job_id == "watched"
-    tray.wait_for(lambda m: isinstance(m, Status) and m.state == "idle" and m.job_id is None)
+    seen = [tray.wait_for(lambda m: isinstance(m, Status) and m.state == "busy")]
+    tray.backlog.clear()  # statuses from before the job started (queued: still idle)
+    while not (isinstance(seen[-1], Status) and seen[-1].state == "idle"):
+        seen.append(tray.recv())  # everything the tray gets while the job runs, and its end
+    statuses = [m for m in seen if isinstance(m, Status)]
+    assert {m.job_id for m in statuses[:-1]} == {"watched"} and statuses[-1].job_id is None
+    structure = {m.percent for m in statuses if m.stage == "structure"}
+    assert len(structure) >= 4  # each low-res step moves the figure, not only each stage
+    assert [m.percent for m in statuses[:-1]] == sorted(m.percent for m in statuses[:-1])
     # The tray never receives the job's own events.
-    assert not any(
-        getattr(m, "job_id", None) == "watched" and not isinstance(m, Status) for m in tray.backlog
-    )
+    assert statuses == seen
 
 
 def test_out_of_memory_fails_that_job_with_a_hint_and_the_next_job_runs(

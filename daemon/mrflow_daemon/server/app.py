@@ -506,10 +506,10 @@ class Daemon:
 
     def job_event(self, job: Job, event: engine_events.Event) -> None:
         reporter = self._reporters[job.job_id]
-        stage_before = reporter.stage
+        before = reporter.stage, int(reporter.last_percent)
         for message in reporter.on_event(event):
             self._post(self._send_to_listener, job, message)
-        if reporter.stage != stage_before:
+        if (reporter.stage, int(reporter.last_percent)) != before:  # subscribers see each 1%
             self._post(self.broadcast_status)
 
     def job_finished(self, job: Job, result: GenerationResult) -> None:
