@@ -54,6 +54,7 @@ def test_environment_lists_are_comma_separated() -> None:
         ("", {"MRFLOW_PORT": "70000"}, "port must be 0-65535"),
         ("", {"MRFLOW_PREVIEW_FORMAT": "gif"}, "preview_format must be one of jpeg, webp, png"),
         ("", {"MRFLOW_MAX_STEPS": "0"}, "max_steps must be at least 1"),
+        ("", {"MRFLOW_MODEL": "/m" * 150}, "model must be 1-256 characters .*got 300"),
     ],
 )
 def test_bad_values_name_the_setting(

@@ -1,4 +1,4 @@
-"""A `generate` message turned into the engine's request: images and LoRA paths."""
+"""Turning messages into engine requests (images, LoRA paths), and the writer's last resort."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from mrflow_daemon.server.messages import to_engine_request
-from mrflow_protocol import ProtocolError
-from mrflow_protocol.messages import Generate, LoraRef
+from mrflow_protocol import ProtocolError, decode, encode
+from mrflow_protocol.messages import Error, Generate, LoraRef, Result
 from PIL import Image
 
 
@@ -44,3 +44,14 @@ def test_a_missing_lora_file_names_its_field(tmp_path: Path) -> None:
     with pytest.raises(ProtocolError) as refused:
         to_engine_request(message, tmp_path)
     assert refused.value.code == "model_not_found" and refused.value.field == "loras.0.name"
+
+
+def test_a_message_the_daemon_cannot_encode_ends_its_job_with_an_internal_error() -> None:
+    from mrflow_daemon.server.session import _bug_report
+
+    bad = Result(job_id="j7", image=b"", width=1, height=1, seed=0, model="m" * 300)
+    with pytest.raises(ProtocolError) as failed:
+        encode(bad)
+    reply = decode(_bug_report(bad, failed.value))
+    assert isinstance(reply, Error) and (reply.code, reply.job_id) == ("internal", "j7")
+    assert "daemon bug" in reply.message

@@ -29,6 +29,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MODEL_NAME_LIMIT = 256  # mrflow_protocol's `Name`: the model is named in welcome and result
 PREVIEW_FORMATS = ("jpeg", "webp", "png")
 
 
@@ -153,6 +154,11 @@ class DaemonConfig:
             raise ConfigError(f"max_frame_bytes must be at least 65536, got {self.max_frame_bytes}")
         if self.result_retention_s < 0:
             raise ConfigError(f"result_retention_s must be >= 0, got {self.result_retention_s}")
+        if not 1 <= len(self.model) <= MODEL_NAME_LIMIT:  # it is sent as a protocol Name
+            raise ConfigError(
+                f"model must be 1-{MODEL_NAME_LIMIT} characters (a name, or a path that "
+                f"short), got {len(self.model)}"
+            )
         if not 1 <= self.preview_quality <= 100:
             raise ConfigError(f"preview_quality must be 1-100, got {self.preview_quality}")
         for f in dataclasses.fields(self):

@@ -62,6 +62,18 @@ PREVIEW_BACKLOG = 32
 POLICY_VIOLATION = 1008
 
 
+def _bug_report(message: Message, exc: ProtocolError) -> bytes:
+    """An `internal` error in place of a message the daemon failed to encode, with its ids when
+    they are valid, so the job or request it was about ends instead of waiting forever."""
+    text = f"daemon bug: {exc}"
+    ids = {"job_id": getattr(message, "job_id", None)}
+    ids["request_id"] = getattr(message, "request_id", None)
+    try:
+        return encode(error_reply(ErrorCode.INTERNAL, text, **ids))
+    except ProtocolError:
+        return encode(error_reply(ErrorCode.INTERNAL, text))
+
+
 def error_reply(
     code: str,
     message: str,
@@ -133,7 +145,7 @@ class Session:
                     frame = encode(message)
                 except ProtocolError as exc:  # a daemon bug: say so instead of sending garbage
                     log.error("refusing to send an invalid %s: %s", message.type, exc)
-                    frame = encode(error_reply(ErrorCode.INTERNAL, f"daemon bug: {exc}"))
+                    frame = _bug_report(message, exc)
                 await self.connection.send(frame)
             except ConnectionClosed:
                 return
