@@ -140,10 +140,15 @@ def test_cancel_all_and_front_insert(start_daemon: StartDaemon, connect: Connect
     for job_id in ("x", "y"):
         client.generate(job_id, steps=1)
     client.send(Cancel(all=True, request_id="all"))
-    errors = [
-        client.wait_for(lambda m: isinstance(m, Error) and m.job_id in ("x", "y")) for _ in range(2)
-    ]
-    assert {e.code for e in errors} == {"cancelled"}
+    replies: list[Any] = []
+    while len(replies) < 3:
+        reply = client.recv()
+        if (isinstance(reply, Ok) and reply.request_id == "all") or (
+            isinstance(reply, Error) and reply.job_id in ("x", "y")
+        ):
+            replies.append(reply)
+    assert isinstance(replies[0], Ok) and replies[0].request_id == "all"  # ok first, then:
+    assert {(r.code, r.job_id) for r in replies[1:]} == {("cancelled", "x"), ("cancelled", "y")}
 
 
 def test_disconnect_during_a_job_then_reconnect_and_fetch_the_result(
@@ -198,6 +203,10 @@ def test_unload_then_generate_again(start_daemon: StartDaemon, connect: Connect)
     status = client.wait_for(lambda m: isinstance(m, Status))
     assert status.loaded_model == daemon.config.model and status.state == "idle"
 
+    client.send(UnloadModel(model="not-loaded", request_id="u0"))
+    error = client.wait_for(lambda m: isinstance(m, Error) and m.request_id == "u0")
+    assert (error.code, error.field) == ("not_found", "model")
+    assert daemon.config.model in error.message  # says what is loaded instead
     client.send(UnloadModel(request_id="u"))
     client.wait_for(lambda m: isinstance(m, Ok) and m.request_id == "u")
     client.send(GetStatus())

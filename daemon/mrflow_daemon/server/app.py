@@ -328,7 +328,10 @@ class Daemon:
         )
         self.broadcast_status()
 
-    def cancel(self, session: Session, job_id: str | None, *, everything: bool) -> None:
+    def jobs_to_cancel(
+        self, session: Session, job_id: str | None, *, everything: bool
+    ) -> list[Job]:
+        """The jobs a `cancel` names; raises `not_found` for an unknown id (before any `ok`)."""
         if everything:
             mine = [
                 j for j in self.store.all() if not j.state.finished and session.id in j.listeners
@@ -341,7 +344,10 @@ class Daemon:
                     ErrorCode.NOT_FOUND, f"no job with id {job_id!r}", "job_id", job_id=job_id
                 )
             mine = [job]
-        for job in mine:
+        return mine
+
+    def cancel(self, jobs: list[Job]) -> None:
+        for job in jobs:
             if self.queue.remove(job.job_id) is not None:
                 # Queued: cancelled at once, it never reaches the worker.
                 self._finalize(job, JobState.CANCELLED, [self._cancelled_error(job)])
@@ -419,8 +425,16 @@ class Daemon:
             request_id=request_id,
         )
 
-    async def unload_model(self, name: str | None) -> None:
-        await asyncio.wrap_future(self.worker.call(lambda: self.models.unload(name)))
+    async def unload_model(self, name: str | None, request_id: str | None = None) -> None:
+        unloaded = await asyncio.wrap_future(self.worker.call(lambda: self.models.unload(name)))
+        if name is not None and not unloaded:
+            loaded = ", ".join(self.models.loaded_names()) or "none"
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"model {name!r} is not loaded; loaded: {loaded}",
+                "model",
+                request_id=request_id,
+            )
         self.broadcast_status()
 
     def set_paused(self, paused: bool) -> None:

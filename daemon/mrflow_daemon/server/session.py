@@ -341,8 +341,9 @@ class Session:
         await self.daemon.submit(self, message)
 
     async def _cancel(self, message: Cancel) -> None:
-        self.daemon.cancel(self, message.job_id, everything=message.all)
+        jobs = self.daemon.jobs_to_cancel(self, message.job_id, everything=message.all)
         self.send(Ok(request=message.type, request_id=message.request_id))
+        self.daemon.cancel(jobs)  # then each job's `cancelled` error, as protocol.md says
 
     async def _get_result(self, message: GetResult) -> None:
         self.daemon.reattach(self, message.job_id)
@@ -359,7 +360,7 @@ class Session:
 
     async def _unload_model(self, message: UnloadModel) -> None:
         async def unload() -> None:
-            await self.daemon.unload_model(message.model)
+            await self.daemon.unload_model(message.model, message.request_id)
             self.send(Ok(request=message.type, request_id=message.request_id))
 
         self._in_background(unload(), message.request_id)
