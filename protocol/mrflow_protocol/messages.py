@@ -177,7 +177,7 @@ class Generate(Message):
     seed: Annotated[int, Range(0, 2**64 - 1)] | None = None
     """None: a random seed, reported in `result.seed`."""
     model: Name | None = None
-    """None: the loaded model, else the daemon's default model."""
+    """None: the loaded model (of several, the one used last), else the daemon's default model."""
     loras: Annotated[tuple[LoraRef, ...], Items(64)] = ()
     strength: Annotated[float, Range(0, 1)] | None = None
     """img2img / inpaint: how much of the input to change (None: the engine's default, 0.6)."""

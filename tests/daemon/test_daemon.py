@@ -275,3 +275,18 @@ def test_admin_shutdown_cancels_the_running_job_tells_queued_ones_and_stops(
     while daemon._stopped is not None and not daemon._stopped.is_set():
         assert time.monotonic() < deadline, "the daemon did not stop"
         time.sleep(0.05)
+
+
+def test_a_job_without_a_model_uses_the_one_used_last(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon(max_resident_models=2)
+    client = connect(daemon)
+    for job_id, model in (("a", "builtin"), ("b", daemon.config.model), ("c", None)):
+        client.generate(job_id, steps=1, model=model)
+        result = client.job_events(job_id)[-1]
+        assert isinstance(result, Result), result
+    assert result.model == daemon.config.model  # not "builtin", loaded first
+    client.send(GetStatus(request_id="s"))
+    status = client.wait_for(lambda m: isinstance(m, Status) and m.request_id == "s")
+    assert status.loaded_model == daemon.config.model

@@ -298,7 +298,8 @@ class Daemon:
         lora_dir = paths.models_dir() / "loras"
         request = await asyncio.to_thread(to_engine_request, message, lora_dir)
         loaded = self.models.loaded_names()
-        model = message.model or (loaded[0] if loaded else self.config.model)
+        # No model named: the one used last (loaded_names() is least recently used first).
+        model = message.model or (loaded[-1] if loaded else self.config.model)
         folder = await self.check_model(model, job_id=message.job_id)
         await asyncio.to_thread(self._check_plan, request, folder, message.job_id)
         job = Job(
@@ -455,7 +456,7 @@ class Daemon:
             stage=reporter.stage if reporter else None,
             percent=reporter.last_percent if reporter else None,
             queue_length=len(queued),
-            loaded_model=loaded[0][:256] if loaded else None,
+            loaded_model=loaded[-1][:256] if loaded else None,  # the one used last
             memory=memory_info(self.device),
             clients=len(self.sessions),
             request_id=request_id,
