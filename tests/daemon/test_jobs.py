@@ -107,3 +107,17 @@ def test_store_keeps_only_the_newest_finished_results() -> None:
     store.add(running)
     store.prune()
     assert sorted(j.job_id for j in store.all()) == ["j2", "j3", "running"]
+
+
+def test_loads_asked_for_while_the_worker_stops_are_refused_not_run() -> None:
+    from mrflow_daemon.server.worker import GenerationWorker, ShuttingDownError
+
+    ran: list[str] = []
+    worker = GenerationWorker(JobQueue(max_total=10, max_per_client=10), None, None)  # type: ignore[arg-type]
+    worker.start()
+    assert worker.call(lambda: ran.append("before")).result(5) is None
+    assert worker.stop(cancel_running=True, timeout=5)
+    late = worker.call(lambda: ran.append("after"))  # the thread is gone: answered at once
+    with pytest.raises(ShuttingDownError, match="shutting down"):
+        late.result(0)
+    assert ran == ["before"] and late.exception().code == "shutting_down"  # type: ignore[union-attr]

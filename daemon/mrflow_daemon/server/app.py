@@ -67,7 +67,7 @@ from mrflow_daemon.server.models import (
 )
 from mrflow_daemon.server.session import Session, error_reply
 from mrflow_daemon.server.system import describe_device, memory_info
-from mrflow_daemon.server.worker import GenerationWorker, is_out_of_memory
+from mrflow_daemon.server.worker import GenerationWorker, ShuttingDownError, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ class Daemon:
             log.warning("loading %s ran out of device memory: %s", name, exc)
             free_device_memory()  # what the half-loaded model took
             code = ErrorCode.OUT_OF_MEMORY
-        elif not isinstance(exc, EngineError):
+        elif not isinstance(exc, (EngineError, ShuttingDownError)):
             log.exception("loading %s failed", name)
         return ProtocolError(
             code if code in ErrorCode.all() else ErrorCode.INTERNAL,

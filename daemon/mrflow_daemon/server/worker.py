@@ -73,6 +73,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+class ShuttingDownError(Exception):
+    """A load or unload asked for while the daemon stops: it is not run."""
+
+    code = ErrorCode.SHUTTING_DOWN
+
+    def __init__(self) -> None:
+        super().__init__("the daemon is shutting down")
+        self.message = str(self)
+
+
 class GenerationWorker:
     """Owns the thread, the resident models and the job that is running."""
 
@@ -95,13 +105,18 @@ class GenerationWorker:
         """Run `fn` on the worker thread between jobs (load, unload): device work stays on one thread."""
         future: Future[T] = Future()
         with self._calls_lock:
+            if self._stopping.is_set():  # never run, and never left waiting either
+                future.set_exception(ShuttingDownError())
+                return future
             self._calls.append((fn, future))
         self.queue.wake()
         return future
 
     def stop(self, *, cancel_running: bool, timeout: float | None = None) -> bool:
-        """Stop taking jobs, optionally cancel the running one, wait; True if the thread ended."""
-        self._stopping.set()
+        """Stop taking jobs, optionally cancel the running one, wait; True if the thread ended.
+        Loads and unloads still waiting are answered with ShuttingDownError, not run."""
+        with self._calls_lock:
+            self._stopping.set()
         job = self.running
         if cancel_running and job is not None:
             job.cancel_token.cancel()
@@ -146,6 +161,9 @@ class GenerationWorker:
                     return
                 fn, future = self._calls.popleft()
             if not future.set_running_or_notify_cancel():
+                continue
+            if self._stopping.is_set():  # a model load must not delay the stop
+                future.set_exception(ShuttingDownError())
                 continue
             try:
                 future.set_result(fn())
