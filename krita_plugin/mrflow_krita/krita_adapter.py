@@ -11,7 +11,9 @@ layer, remove). Facts this relies on, checked in Krita 5.1.5:
 - Adding a node makes it the active layer, in a background stroke: after `waitForDone()`
   the user's active layer is restored for previews, so the artist keeps painting there.
   Until that stroke is done the new node is not in `topLevelNodes()` either.
-- `Selection.feather` is Krita's own Gaussian feather; it grows the selection's bounds.
+- `Selection.feather` is Krita's own Gaussian feather; it grows the selection's bounds, and it
+  treats everything past the canvas as unselected (Select All feathered by 8 keeps 136 of 255 at
+  the canvas edge). `Selection.setPixelData` also writes past the canvas (negative coordinates).
 - `rootNode().uniqueId()` stays the same for the life of a document: it is the document key.
 """
 
@@ -101,8 +103,27 @@ class DocumentAdapter:
             return None
         if feather > 0:
             selection = selection.duplicate()  # never change the user's own selection
+            self._extend_past_canvas(selection, feather)
             selection.feather(feather)
         return _bytes(selection.pixelData(rect.x, rect.y, rect.width, rect.height))
+
+    def _extend_past_canvas(self, selection: Any, margin: int) -> None:
+        """Copy the selection's outermost rows and columns `margin` pixels past the canvas.
+
+        Feathering counts what lies past the canvas as unselected, so a selection that reaches
+        the canvas edge (Select All) would fade out along it and let the old picture show
+        through there; with its edge continued outward, it fades only where it really ends.
+        """
+        width, height = int(self.document.width()), int(self.document.height())
+        top = _bytes(selection.pixelData(0, 0, width, 1))
+        selection.setPixelData(top * margin, 0, -margin, width, margin)
+        bottom = _bytes(selection.pixelData(0, height - 1, width, 1))
+        selection.setPixelData(bottom * margin, 0, height, width, margin)
+        tall = height + 2 * margin  # the columns include the rows just added: corners too
+        for x, outside in ((0, -margin), (width - 1, width)):
+            column = _bytes(selection.pixelData(x, -margin, 1, tall))
+            strip = b"".join(bytes([value]) * margin for value in column)
+            selection.setPixelData(strip, outside, -margin, margin, tall)
 
     def select_rect(self, rect: Rect) -> None:
         """Replace the selection with a rectangle (used by scripts and tests)."""

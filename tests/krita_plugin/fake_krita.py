@@ -72,30 +72,28 @@ def _write(
 
 
 class Selection:
-    def __init__(self, width: int = 0, height: int = 0) -> None:
-        self._w, self._h = width, height
-        self._mask = _blank(width, height, 1)
+    """A mask over a region that grows as it is written, anywhere (Krita's selections are
+    unbounded: they may extend past the canvas, and feathering grows them)."""
 
-    def _ensure(self, width: int, height: int) -> None:
-        if (self._w, self._h) != (width, height):
-            old, old_w, old_h = self._mask, self._w, self._h
-            self._w, self._h, self._mask = width, height, _blank(width, height, 1)
-            if old_w and old_h:
-                _write(
-                    self._mask,
-                    width,
-                    height,
-                    1,
-                    _read(old, old_w, old_h, 1, 0, 0, old_w, old_h),
-                    0,
-                    0,
-                    old_w,
-                    old_h,
-                )
+    def __init__(self) -> None:
+        self._x0 = self._y0 = self._w = self._h = 0
+        self._mask = bytearray()
+
+    def _ensure(self, x: int, y: int, w: int, h: int) -> None:
+        """Grow the stored region to cover the rectangle, keeping what is there."""
+        if self._w and self._h:
+            x1, y1 = max(self._x0 + self._w, x + w), max(self._y0 + self._h, y + h)
+            x, y = min(self._x0, x), min(self._y0, y)
+            w, h = x1 - x, y1 - y
+        if (x, y, w, h) == (self._x0, self._y0, self._w, self._h):
+            return
+        grown = _blank(w, h, 1)
+        if self._w and self._h:
+            _write(grown, w, h, 1, bytes(self._mask), self._x0 - x, self._y0 - y, self._w, self._h)
+        self._x0, self._y0, self._w, self._h, self._mask = x, y, w, h, grown
 
     def select(self, x: int, y: int, w: int, h: int, value: int) -> None:
-        self._ensure(max(self._w, x + w), max(self._h, y + h))
-        _write(self._mask, self._w, self._h, 1, bytes([value]) * (w * h), x, y, w, h)
+        self.setPixelData(bytes([value]) * (w * h), x, y, w, h)
 
     def _bounds(self) -> tuple[int, int, int, int]:
         xs, ys = [], []
@@ -105,7 +103,8 @@ class Selection:
                 xs.append(index % self._w)
         if not xs:
             return 0, 0, 0, 0
-        return min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1
+        left, top = min(xs), min(ys)
+        return self._x0 + left, self._y0 + top, max(xs) - left + 1, max(ys) - top + 1
 
     def x(self) -> int:
         return self._bounds()[0]
@@ -120,29 +119,30 @@ class Selection:
         return self._bounds()[3]
 
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:
-        return _read(self._mask, self._w, self._h, 1, x, y, w, h)
+        return _read(self._mask, self._w, self._h, 1, x - self._x0, y - self._y0, w, h)
 
     def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> None:
-        self._ensure(max(self._w, x + w), max(self._h, y + h))
-        _write(self._mask, self._w, self._h, 1, data, x, y, w, h)
+        self._ensure(x, y, w, h)
+        _write(self._mask, self._w, self._h, 1, data, x - self._x0, y - self._y0, w, h)
 
     def duplicate(self) -> Selection:
-        copy = Selection(self._w, self._h)
+        copy = Selection()
+        copy._x0, copy._y0, copy._w, copy._h = self._x0, self._y0, self._w, self._h
         copy._mask = bytearray(self._mask)
         return copy
 
     def feather(self, radius: int) -> None:
         """A separable box blur of width 2r+1 (Krita's is Gaussian: same 50% edge, softer ramp).
 
-        Like Krita, the mask grows by `radius` on each side so the soft edge fits."""
-        pad = radius
-        w, h = self._w + 2 * pad, self._h + 2 * pad
-        padded = _blank(w, h, 1)
-        _write(padded, w, h, 1, bytes(self._mask), pad, pad, self._w, self._h)
-        size = 2 * radius + 1
+        Like Krita, the region grows by `radius` on each side so the soft edge fits; what lies
+        outside the selection (past the canvas too) counts as unselected."""
+        self._ensure(
+            self._x0 - radius, self._y0 - radius, self._w + 2 * radius, self._h + 2 * radius
+        )
+        w, h, size = self._w, self._h, 2 * radius + 1
         horizontal = bytearray(w * h)
         for row in range(h):
-            line = padded[row * w : (row + 1) * w]
+            line = self._mask[row * w : (row + 1) * w]
             for col in range(w):
                 lo, hi = max(0, col - radius), min(w, col + radius + 1)
                 horizontal[row * w + col] = round(sum(line[lo:hi]) / size)
@@ -152,8 +152,7 @@ class Selection:
             for row in range(h):
                 lo, hi = max(0, row - radius), min(h, row + radius + 1)
                 result[row * w + col] = round(sum(column[lo:hi]) / size)
-        # Shift back so document coordinates stay the same (the pad hangs off the canvas).
-        self._mask = bytearray(_read(result, w, h, 1, pad, pad, self._w, self._h))
+        self._mask = result
 
     def clear(self) -> None:
         self._mask = _blank(self._w, self._h, 1)
@@ -294,7 +293,6 @@ class Document:
             self._selection = None
             return
         self._selection = selection.duplicate()
-        self._selection._ensure(self._width, self._height)
 
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:
         """The composite of the visible layers, bottom to top ("over", straight alpha)."""

@@ -318,6 +318,21 @@ def test_a_job_reads_the_canvas_without_other_jobs_previews(
     assert all(node.visible() for node in document.topLevelNodes())  # shown again
 
 
+def test_a_selection_reaching_the_canvas_edge_does_not_fade_out_along_it(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
+    document = painted_document(krita, 96, 64)
+    select(document, 0, 0, 96, 64)  # Select All
+    job = controller.start(DocumentAdapter(document), JobKind.REFINE, JobParams("x"))
+    assert job.shape is not None and set(job.shape) == {255}  # fully opaque, edges too
+    select(document, 0, 16, 40, 32)  # touches the left edge only
+    job = controller.start(DocumentAdapter(document), JobKind.REFINE, JobParams("x"))
+    assert job.shape is not None
+    width = job.target.width
+    row = job.shape[(32 - job.target.y) * width : (33 - job.target.y) * width]
+    assert row[0] == 255 and row[-1] < 255  # hard at the canvas edge, soft where it ends
+
+
 def test_a_late_error_leaves_a_finished_result_alone(
     krita: Krita, controller: Controller, sent: Sent
 ) -> None:
