@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mrflow_protocol import ProtocolError
+from mrflow_protocol import ProtocolError, encode
 from mrflow_protocol import messages as m
 
 from mrflow_krita import images
@@ -221,6 +221,7 @@ class Controller:
             image=image,
             mask=mask,
         )
+        self._check_frame_size(request)
         try:
             self._send(request)
         except ProtocolError as error:  # e.g. a prompt over the protocol's length limit
@@ -232,6 +233,23 @@ class Controller:
         )
         self._changed()
         return job
+
+    def _check_frame_size(self, request: m.Generate) -> None:
+        """Refuse a request larger than the daemon accepts: it would answer without the job's
+        id (the frame is never decoded), and the job would wait forever."""
+        if self.welcome is None:
+            return
+        limit = self.welcome.limits.max_frame_bytes
+        try:
+            size = len(encode(request))
+        except ProtocolError:
+            return  # the connection's own encoding names the bad field
+        if size > limit:
+            raise JobRefused(
+                f"The picture to send is {size / 1e6:.1f} MB and the daemon accepts at most "
+                f"{limit / 1e6:.1f} MB per request: make the selection or the Longest side "
+                "smaller, or raise max_frame_bytes in the daemon's daemon.toml."
+            )
 
     # --- following jobs ---------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import random
+from dataclasses import replace
 
 import pytest
 from fake_krita import Document, Krita, Selection
@@ -331,6 +333,22 @@ def test_a_selection_reaching_the_canvas_edge_does_not_fade_out_along_it(
     width = job.target.width
     row = job.shape[(32 - job.target.y) * width : (33 - job.target.y) * width]
     assert row[0] == 255 and row[-1] < 255  # hard at the canvas edge, soft where it ends
+
+
+def test_a_request_over_the_daemons_frame_limit_is_refused_not_left_queued(
+    krita: Krita, sent: Sent
+) -> None:
+    from mrflow_protocol.limits import Limits
+
+    controller = Controller(Settings(max_side=256), sent.append)
+    small = replace(welcome(), limits=Limits(max_frame_bytes=65_536))
+    controller.connection_changed("connected", "connected", small)
+    document = painted_document(krita, 256, 256)
+    noise = random.Random(1).randbytes(256 * 256 * 4)
+    document.topLevelNodes()[0].setPixelData(noise, 0, 0, 256, 256)  # a PNG that stays large
+    with pytest.raises(JobRefused, match=r"MB and the daemon accepts at most 0\.1 MB"):
+        controller.start(DocumentAdapter(document), JobKind.REFINE, JobParams("x"))
+    assert not sent and not controller.jobs
 
 
 def test_a_late_error_leaves_a_finished_result_alone(
