@@ -204,6 +204,7 @@ class Controller:
             target=target,
             size=(width, height),
             shape=shape,
+            canvas=(document.bounds().width, document.bounds().height),
         )
         request = m.Generate(
             job_id=job.id,
@@ -322,8 +323,8 @@ class Controller:
 
     def _show(self, job: Job, encoded: bytes) -> None:
         document = document_by_key(job.document_key)
-        if document is None:
-            return
+        if document is None or _resized_since(document, job.canvas):
+            return  # closed, or cropped / resized: the target would be in the wrong place
         try:
             pixels = self._shaped(job, encoded)
         except images.ImageDecodeError as error:
@@ -351,6 +352,7 @@ class Controller:
             timings=dict(result.timings),
             model=result.model or "",
             preset=result.preset or "",
+            canvas=job.canvas,
         )
         self.history.setdefault(job.document_key, []).insert(0, entry)
         log.info("job %s done: seed %s, timings %s", job.id, result.seed, result.timings)
@@ -378,7 +380,7 @@ class Controller:
         if job is None or job.state is not JobState.DONE or job.result_png is None:
             return None
         document = document_by_key(job.document_key)
-        if document is None:
+        if document is None or self._refuse_if_resized(document, job.canvas):
             return None
         # Remove the preview first, so Ctrl+Z right after Apply removes exactly the new layer.
         self._remove_preview(job)
@@ -400,7 +402,7 @@ class Controller:
     def apply_history(self, document_key: str, entry: HistoryEntry) -> str | None:
         """Apply a result from the history again, as a new layer."""
         document = document_by_key(document_key)
-        if document is None:
+        if document is None or self._refuse_if_resized(document, entry.canvas):
             return None
         target = entry.target
         pixels = images.decode_to_bgra(entry.result_png, target.width, target.height)
@@ -409,6 +411,16 @@ class Controller:
         node = document.add_result_layer(layer_name(entry.prompt, entry.seed), target, pixels)
         self._changed()
         return node
+
+    def _refuse_if_resized(self, document: DocumentAdapter, canvas: tuple[int, int]) -> bool:
+        size = _resized_since(document, canvas)
+        if size is not None:
+            self.report_error(
+                f"The canvas is {size[0]} x {size[1]} now and was {canvas[0]} x {canvas[1]} when "
+                "this picture was made, so it would land in the wrong place: it was not applied. "
+                "Undo the crop or resize to apply it, or generate again."
+            )
+        return size is not None
 
     def delete_history(self, document_key: str, job_id: str) -> None:
         entries = self.history.get(document_key, [])
@@ -465,6 +477,13 @@ class Controller:
                 job.state, job.error = JobState.FAILED, "the connection to the daemon was lost"
                 self.last_error = job.error
                 self._changed()
+
+
+def _resized_since(document: DocumentAdapter, canvas: tuple[int, int]) -> tuple[int, int] | None:
+    """The document's size if it is no longer `canvas` (cropped, resized, scaled), else None."""
+    bounds = document.bounds()
+    size = (bounds.width, bounds.height)
+    return size if canvas != (0, 0) and size != canvas else None
 
 
 def _readable(error: m.Error) -> str:

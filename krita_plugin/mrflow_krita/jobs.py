@@ -70,6 +70,8 @@ class Job:
     """What the daemon generates (width, height): the target rounded to the model's multiple."""
     shape: bytes | None = None
     """Feathered selection over `target` (one byte per pixel): the result's alpha; None = opaque."""
+    canvas: tuple[int, int] = (0, 0)
+    """The document's size when the job started: `target` is in its coordinates."""
     state: JobState = JobState.QUEUED
     queue_position: int | None = None
     stage: str = ""
@@ -127,6 +129,8 @@ class HistoryEntry:
     timings: dict[str, float]
     model: str = ""
     preset: str = ""
+    canvas: tuple[int, int] = (0, 0)
+    """The document's size when it was made (see `Job.canvas`)."""
 
     @property
     def total_seconds(self) -> float | None:

@@ -262,6 +262,16 @@ class Document:
     def height(self) -> int:
         return self._height
 
+    def resizeImage(self, x: int, y: int, w: int, h: int) -> bool:
+        """Resize the canvas (Image > Resize Canvas, or a crop): (x, y) becomes the origin."""
+        stack = list(self._root.childNodes())
+        while stack:
+            node = stack.pop()
+            stack.extend(node.childNodes())
+            node._pixels = bytearray(_read(node._pixels, self._width, self._height, 4, x, y, w, h))
+        self._width, self._height = w, h
+        return True
+
     def colorModel(self) -> str:
         return self._model
 

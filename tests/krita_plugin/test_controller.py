@@ -351,6 +351,22 @@ def test_a_request_over_the_daemons_frame_limit_is_refused_not_left_queued(
     assert not sent and not controller.jobs
 
 
+def test_a_result_is_not_placed_on_a_canvas_cropped_since_the_job_started(
+    krita: Krita, controller: Controller, sent: Sent
+) -> None:
+    document = painted_document(krita, 96, 64)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
+    document.resizeImage(16, 0, 80, 64)  # the artist crops while it runs
+    finish(controller, job.id, (1, 2, 3), (96, 64))
+    assert len(document.topLevelNodes()) == 1  # no preview painted at the old coordinates
+    assert controller.apply(job.id) is None and job.state is JobState.DONE
+    assert "80 x 64 now and was 96 x 64" in controller.last_error
+    (entry,) = controller.history[DocumentAdapter(document).key]
+    assert controller.apply_history(DocumentAdapter(document).key, entry) is None
+    document.resizeImage(-16, 0, 96, 64)  # undone: the size is back, it can be applied
+    assert controller.apply(job.id) is not None and len(document.topLevelNodes()) == 2
+
+
 def test_a_late_error_leaves_a_finished_result_alone(
     krita: Krita, controller: Controller, sent: Sent
 ) -> None:
