@@ -287,10 +287,12 @@ class Controller:
             job.state = JobState.RUNNING
             # A fast GPU sends previews faster than Krita repaints a large layer: paint at most
             # PREVIEW_FPS of them (the stage images and the result are always painted).
+            # Timed from the end of the last paint: on a large canvas painting itself can take
+            # longer than the interval, and the previews that queued up meanwhile are stale.
             now = time.monotonic()
             if now - job.last_painted >= 1 / PREVIEW_FPS or message.step >= message.total:
-                job.last_painted = now
                 self._show(job, message.image)
+                job.last_painted = time.monotonic()
         elif isinstance(message, m.StageImage):
             self._show(job, message.image)
         elif isinstance(message, m.Result):

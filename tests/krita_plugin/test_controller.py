@@ -463,6 +463,38 @@ def test_fast_previews_are_thinned_out_but_the_last_step_is_shown(
     assert layer.pixelData(0, 0, 1, 1) == bytes([255, 0, 0, 255])
 
 
+def test_previews_that_queued_up_during_a_slow_paint_are_skipped(
+    krita: Krita, controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mrflow_krita.controller as module
+
+    clock = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    paint = DocumentAdapter.create_preview_layer
+
+    def slow_paint(self: DocumentAdapter, *args: object) -> str:
+        clock[0] += 1.0  # a huge canvas: painting takes a second
+        return paint(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DocumentAdapter, "create_preview_layer", slow_paint)
+    document = painted_document(krita)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
+    for step, color in ((1, (255, 0, 0)), (2, (0, 255, 0))):
+        controller.handle(
+            m.Preview(
+                job_id=job.id,
+                step=step,
+                total=9,
+                image=png(color, (8, 8)),
+                format="png",
+                width=8,
+                height=8,
+            )
+        )
+    # Step 2 arrived while step 1 was being painted: stale, not painted.
+    assert document.topLevelNodes()[-1].pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
+
+
 def test_a_request_the_protocol_refuses_is_not_queued(krita: Krita, sent: Sent) -> None:
     from mrflow_krita.connection import Connection
 
