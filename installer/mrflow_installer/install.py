@@ -38,6 +38,15 @@ class Report:
         return bool(self.actions)
 
 
+class InstallError(OSError):
+    """An install that failed part way: `done` lists what it had already changed (recorded in
+    the install manifest, so `mrflow uninstall` removes it)."""
+
+    def __init__(self, cause: OSError, done: list[str]) -> None:
+        super().__init__(str(cause))
+        self.done = list(done)
+
+
 @dataclass
 class _Run:
     """One install or uninstall: its report and the manifest it updates."""
@@ -149,7 +158,9 @@ def _ensure_token(run: _Run) -> None:
 
 def _set_autostart(run: _Run, start_at_login: bool | None) -> None:
     entry = autostart.entry_path()
-    if start_at_login is True and not entry.is_file():
+    wanted = autostart.entry_content(autostart.command("serve"))
+    if start_at_login is True and not (entry.is_file() and entry.read_bytes() == wanted):
+        # Also when an entry is there but starts another Python (an install from another venv).
         run.report.add(f"start the daemon at login ({entry})")
         if not run.dry_run:
             run.make_dirs(entry.parent)
@@ -169,19 +180,26 @@ def install(
     run = _Run(Report(dry_run=dry_run), InstallManifest.load() or InstallManifest(__version__))
     run.manifest.version = __version__
     files = payload()
-    for profile in profiles:
-        record = run.manifest.profile(profile.pykrita_dir)
-        if record is None:
-            record = ProfileRecord(profile.label, str(profile.pykrita_dir), str(profile.kritarc))
-            if not dry_run:
-                run.manifest.profiles.append(record)
-        _install_files(run, profile, files, record)
-        _enable_in_kritarc(run, profile, record)
-    _ensure_token(run)
-    _set_autostart(run, start_at_login)
-    if not dry_run:
-        run.make_dirs(manifest_path().parent)
-        run.manifest.save()
+    try:
+        for profile in profiles:
+            record = run.manifest.profile(profile.pykrita_dir)
+            if record is None:
+                record = ProfileRecord(
+                    profile.label, str(profile.pykrita_dir), str(profile.kritarc)
+                )
+                if not dry_run:
+                    run.manifest.profiles.append(record)
+            _install_files(run, profile, files, record)
+            _enable_in_kritarc(run, profile, record)
+        _ensure_token(run)
+        _set_autostart(run, start_at_login)
+    except OSError as exc:
+        # Record what was done before the failure, so `mrflow uninstall` can take it out again.
+        raise InstallError(exc, run.report.actions) from exc
+    finally:
+        if not dry_run:
+            run.make_dirs(manifest_path().parent)
+            run.manifest.save()
     return run.report
 
 

@@ -57,14 +57,17 @@ class InstallManifest:
         path = manifest_path()
         if not path.is_file():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path} has an unknown format {data.get('format')!r}")
-        profiles = [ProfileRecord(**p) for p in data.get("profiles", [])]
-        return cls(
-            data["version"],
-            profiles,
-            data.get("autostart"),
-            data.get("token"),
-            data.get("created_dirs", []),
-        )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise ValueError(f"an unknown format {data.get('format')!r}")
+            profiles = [ProfileRecord(**p) for p in data.get("profiles", [])]
+            return cls(
+                data["version"],
+                profiles,
+                data.get("autostart"),
+                data.get("token"),
+                data.get("created_dirs", []),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"the install record {path} cannot be read: {exc}") from None

@@ -259,3 +259,54 @@ def test_autostart_entry_runs_this_python(home: Home) -> None:
     # --no-autostart takes it away again.
     install()
     assert not home.autostart_entry.exists()
+
+
+def test_a_failed_install_records_what_it_did_so_uninstall_removes_it(
+    home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mrflow_installer.commands.install as command
+    from mrflow_installer.install import uninstall
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where Krita's folder should be")
+    good = platforms.KritaProfile("native", home.pykrita.parent, home.kritarc)
+    bad = platforms.KritaProfile("other", blocked / "krita", tmp_path / "other-kritarc")
+    monkeypatch.setattr(command, "target_profiles", lambda _dir: [good, bad])
+    assert main(["install", "--no-autostart"]) == 1
+    err = capsys.readouterr().err
+    assert "Done before the error" in err and str(home.pykrita) in err
+    manifest = InstallManifest.load()
+    assert manifest is not None and [p.label for p in manifest.profiles] == ["native", "other"]
+    assert (home.pykrita / "mrflow_krita.desktop").is_file()
+    uninstall()
+    assert not (home.pykrita / "mrflow_krita.desktop").exists()
+    assert "enable_mrflow_krita" not in (home.kritarc.read_text() if home.kritarc.is_file() else "")
+
+
+def test_autostart_is_rewritten_when_it_starts_another_python(home: Home) -> None:
+    home.autostart_entry.parent.mkdir(parents=True, exist_ok=True)
+    home.autostart_entry.write_bytes(b"an entry written by an install from another venv\n")
+    assert main(["install", "--autostart"]) == 0
+    assert sys.executable.encode() in home.autostart_entry.read_bytes()
+
+
+@pytest.mark.parametrize(("enabled", "answer", "kept"), [(True, "", True), (False, "", False)])
+def test_pressing_enter_at_the_autostart_question_keeps_the_current_state(
+    home: Home, monkeypatch: pytest.MonkeyPatch, enabled: bool, answer: str, kept: bool
+) -> None:
+    assert main(["install", "--autostart" if enabled else "--no-autostart"]) == 0
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: answer)
+    assert main(["install"]) == 0
+    assert home.autostart_entry.is_file() is kept
+
+
+def test_an_unreadable_install_record_is_a_clear_error(
+    home: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mrflow_installer.manifest import manifest_path
+
+    install()
+    manifest_path().write_text('{"format": 1, "profiles": [{"surprise": true}]}')
+    assert main(["install", "--no-autostart"]) == 1
+    assert "cannot be read" in capsys.readouterr().err

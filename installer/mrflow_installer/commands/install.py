@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mrflow_installer.install import install
+from mrflow_installer import autostart
+from mrflow_installer.install import InstallError, install
 from mrflow_installer.payload import PayloadError, vendored_versions
 from mrflow_installer.platforms import known_profiles, target_profiles
 
@@ -44,9 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ask_autostart() -> bool | None:
+    """Ask, with the current state as the default (Enter keeps it)."""
     if not sys.stdin.isatty():
         return None  # not asked, not changed
-    answer = input("Start the MrFlow daemon when you log in? [y/N] ").strip().lower()
+    current = autostart.is_enabled()
+    choices = "[Y/n]" if current else "[y/N]"
+    answer = input(f"Start the MrFlow daemon when you log in? {choices} ").strip().lower()
+    if not answer:
+        return current
     return answer in {"y", "yes"}
 
 
@@ -57,8 +63,18 @@ def run(args: argparse.Namespace) -> int:
         start_at_login = _ask_autostart()
     try:
         report = install(profiles, start_at_login=start_at_login, dry_run=args.dry_run)
+    except InstallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.done:
+            print("Done before the error (`mrflow uninstall` takes it out again):", file=sys.stderr)
+            for line in exc.done:
+                print(f"  {line}", file=sys.stderr)
+        return 1
     except (PayloadError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # an install record this version cannot read
+        print(f"error: {exc}; move it away and run `mrflow install` again", file=sys.stderr)
         return 1
     for profile in profiles:
         print(f"Krita profile ({profile.label}): {profile.pykrita_dir}")
