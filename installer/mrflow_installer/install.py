@@ -221,11 +221,17 @@ def uninstall(*, dry_run: bool = False) -> Report:
                 if not dry_run:
                     shutil.rmtree(folder)
         _disable_in_kritarc(record, report)
-    for label, recorded in (("login entry", manifest.autostart), ("daemon token", manifest.token)):
-        if recorded and Path(recorded).is_file():
-            report.add(f"remove the {label} {recorded}")
-            if not dry_run:
-                Path(recorded).unlink()
+    # The login entry, whoever made it (the installer, or the tray's "Start at login"): it
+    # starts this MrFlow, which is going away.
+    entry = autostart.entry_path()
+    if entry.is_file() and b"mrflow_daemon.cli" in entry.read_bytes():
+        report.add(f"remove the login entry {entry}")
+        if not dry_run:
+            entry.unlink()
+    if manifest.token and Path(manifest.token).is_file():
+        report.add(f"remove the daemon token {manifest.token}")
+        if not dry_run:
+            Path(manifest.token).unlink()
     report.add(f"remove the install record {manifest_path()}")
     if not dry_run:
         manifest_path().unlink()

@@ -30,7 +30,9 @@ def default_token_file() -> Path:
         return Path(base) / "mrflow" / "token"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "mrflow" / "token"
-    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    # Krita from Flathub sees XDG_CONFIG_HOME as its own sandbox folder
+    # (~/.var/app/org.kde.krita/config); the daemon runs outside and writes ~/.config.
+    xdg = "" if os.environ.get("FLATPAK_ID") else os.environ.get("XDG_CONFIG_HOME", "").strip()
     return Path(xdg or Path.home() / ".config").expanduser() / "mrflow" / "token"
 
 

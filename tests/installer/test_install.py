@@ -310,3 +310,13 @@ def test_an_unreadable_install_record_is_a_clear_error(
     manifest_path().write_text('{"format": 1, "profiles": [{"surprise": true}]}')
     assert main(["install", "--no-autostart"]) == 1
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_uninstall_removes_a_login_entry_the_tray_made(home: Home) -> None:
+    from mrflow_installer import autostart
+
+    install()
+    autostart.enable("serve")  # the tray's "Start at login", after the install
+    assert home.autostart_entry.is_file()
+    assert main(["uninstall"]) == 0
+    assert not home.autostart_entry.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,19 @@ def test_token_file_default_matches_the_daemon_per_platform(
     monkeypatch.delenv("MRFLOW_HOME", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
     assert default_token_file() == paths.token_file()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Flatpak is Linux only")
+def test_flatpak_krita_looks_for_the_token_where_the_daemon_outside_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MRFLOW_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    daemon_side = paths.token_file()  # the daemon, outside the sandbox
+    monkeypatch.setenv("FLATPAK_ID", "org.kde.krita")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".var/app/org.kde.krita/config"))
+    assert default_token_file() == daemon_side == tmp_path / ".config" / "mrflow" / "token"
 
 
 def test_settings_round_trip_and_bad_values_keep_defaults() -> None:
