@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 
 GROUP = "python"
-_GROUP_HEADER = re.compile(r"^\s*\[(?P<name>[^\]]*)\]\s*$")
+# Any bracketed line starts a group; KConfig nests groups as `[Parent][Child]`.
+_GROUP_HEADER = re.compile(r"^\ufeff?\s*\[(?P<name>.*)\]\s*$")
 
 
 def enable_key(plugin: str) -> str:

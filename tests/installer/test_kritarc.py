@@ -51,6 +51,22 @@ def test_already_enabled_is_left_alone() -> None:
     assert edit.text == text and not edit.added_line
 
 
+def test_a_nested_group_after_python_ends_it() -> None:
+    text = "[python]\nenable_other=true\n[MainWindow][Toolbar mainToolBar]\nfoo=1\n"
+    edit = kritarc.enable(text, "mrflow_krita")
+    assert edit.text == (
+        "[python]\nenable_other=true\nenable_mrflow_krita=true\n"
+        "[MainWindow][Toolbar mainToolBar]\nfoo=1\n"
+    )
+    assert kritarc.remove(edit.text, "mrflow_krita") == text
+
+
+def test_a_byte_order_mark_before_the_python_group_is_not_a_second_group() -> None:
+    text = "\ufeff[python]\nenable_other=true\n"
+    edit = kritarc.enable(text, "mrflow_krita")
+    assert edit.text == "\ufeff[python]\nenable_other=true\nenable_mrflow_krita=true\n"
+
+
 def test_only_the_python_group_is_touched() -> None:
     text = "[other]\nenable_mrflow_krita=true\n"
     edit = kritarc.enable(text, "mrflow_krita")
