@@ -223,3 +223,30 @@ def test_start_at_login_switch_writes_the_login_entry(
     assert autostart.is_enabled()
     switch.trigger()
     assert not switch.isChecked() and not entry.exists()
+
+
+def test_a_daemon_that_fails_to_start_says_where_its_output_went(tmp_path: Path) -> None:
+    from mrflow_daemon.tray.controller import stderr_log
+
+    port = free_port()
+    controller = DaemonController(
+        f"ws://127.0.0.1:{port}",
+        token_file=tmp_path / "token",
+        serve_args=["--port", str(port), "--preview-quality", "500"],  # refused at start
+    )
+    controller.start()
+    try:
+        wait_until(lambda: "exited with code" in (controller.state.error or ""), what="the exit")
+    finally:
+        controller.stop()
+    assert str(stderr_log()) in (controller.state.error or "")
+    assert "preview_quality must be 1-100" in stderr_log().read_text()
+
+
+def test_the_tray_url_decides_where_a_daemon_it_starts_listens() -> None:
+    from mrflow_daemon.commands.tray import _serve_args_for
+
+    assert _serve_args_for("ws://127.0.0.1:9999") == ["--host", "127.0.0.1", "--port", "9999"]
+    assert _serve_args_for(None) == []
+    with pytest.raises(ValueError, match="ws://HOST:PORT"):
+        _serve_args_for("http://localhost")

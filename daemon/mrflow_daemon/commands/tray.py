@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="only connect; do not start a daemon when none answers",
     )
+
+
+def _serve_args_for(url: str | None) -> list[str]:
+    """`mrflow serve` flags that make a daemon the tray starts listen where --url points."""
+    if not url:
+        return []
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname or parsed.port is None:
+        raise ValueError("expected ws://HOST:PORT, for example ws://127.0.0.1:9817")
+    return ["--host", parsed.hostname, "--port", str(parsed.port)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"mrflow tray: {exc}", file=sys.stderr)
         return 2
     url = args.url or default_url(config.host, config.port)
+    try:
+        serve_args = _serve_args_for(args.url)
+    except ValueError as exc:
+        print(f"mrflow tray: --url {args.url}: {exc}", file=sys.stderr)
+        return 2
     token_file = Path(config.token_file).expanduser() if config.token_file else None
     app = QApplication(sys.argv[:1])
     app.setQuitOnLastWindowClosed(False)
@@ -54,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
             "(`mrflow serve`)",
             file=sys.stderr,
         )
-    controller = DaemonController(url, token_file=token_file, start_daemon=args.start)
+    controller = DaemonController(
+        url, token_file=token_file, start_daemon=args.start, serve_args=serve_args
+    )
     tray = Tray(controller)
     tray.icon.show()
     controller.start()

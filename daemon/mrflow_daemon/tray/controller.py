@@ -36,6 +36,11 @@ RECONNECT_INTERVAL_S = 0.5
 DAEMON_START_TIMEOUT_S = 120.0
 
 
+def stderr_log() -> Path:
+    """Where a daemon started by the tray prints (its own log is `paths.log_dir()`)."""
+    return paths.log_dir() / "tray-started-daemon.out"
+
+
 def serve_command(extra_args: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "mrflow_daemon.cli", "serve", *extra_args]
 
@@ -146,7 +151,7 @@ class DaemonController:
             if process is not None and not waiting:
                 reason = (
                     f"the daemon the tray started exited with code {process.returncode}; "
-                    f"see the log in {paths.log_dir()}"
+                    f"see {stderr_log()} and the log in {paths.log_dir()}"
                 )
                 self._process = None
             elif waiting and time.monotonic() - self._process_started_at > DAEMON_START_TIMEOUT_S:
@@ -168,12 +173,17 @@ class DaemonController:
 
     def _launch_daemon(self) -> None:  # called with the lock held
         log.info("no daemon at %s; starting one", self.url)
-        self._process = subprocess.Popen(
-            serve_command(self.serve_args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # What the daemon prints before its own log is set up (an import error, a bad config)
+        # goes to a file beside that log, where "see the log" sends the user.
+        output = stderr_log()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "ab") as sink:
+            self._process = subprocess.Popen(
+                serve_command(self.serve_args),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         self._process_started_at = time.monotonic()
 
     @property
@@ -198,6 +208,8 @@ class DaemonController:
                     log.warning("could not ask the daemon to stop: %s", exc)
             client.close()
         if process is not None and stop_daemon:
+            if client is None:  # still starting, or not answering: no one to ask, so signal it
+                process.terminate()  # SIGTERM: the daemon's own clean stop
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
