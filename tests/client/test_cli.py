@@ -82,6 +82,22 @@ def test_a_refused_request_exits_1_and_names_the_field(
     assert "width" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--image", "--mask"])
+def test_an_unreadable_input_image_exits_1_and_names_it(
+    live_daemon: LiveDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("not a picture")
+    good = tmp_path / "in.png"
+    Image.new("RGB", (64, 64)).save(good)
+    inputs = ["--image", str(good), flag, str(not_an_image)] if flag == "--mask" else []
+    inputs = inputs or ["--image", str(tmp_path / "missing.png")]
+    args = ["generate", "--prompt", "x", *inputs, "--out", str(tmp_path / "out")]
+    assert main(client_args(live_daemon, *args)) == 1
+    err = capsys.readouterr().err
+    assert f"({flag[2:]})" in err and "cannot read" in err
+
+
 def test_no_daemon_exits_3_with_advice(
     closed_port_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -211,6 +211,33 @@ def test_cli_generate_reports_bad_input(tiny_flux_dir, tmp_path, capsys):
     assert "mrflow models pull FLUX.1-dev" in capsys.readouterr().err
 
 
+def test_cli_generate_refuses_a_bad_out_before_generating(tmp_path, capsys):
+    for out, words in ((tmp_path / "result", "extension"), (tmp_path, "is a folder")):
+        code = main(["generate", "--model", str(tmp_path / "never-loaded"), "--prompt", "x",
+                     "--out", str(out)])  # fmt: skip
+        assert code == 2
+        assert words in capsys.readouterr().err  # before the model: no "(model)" error
+
+
+def test_cli_generate_reads_a_transparent_input_as_white(tiny_flux_dir, tmp_path, monkeypatch):
+    from mrflow_daemon.engine.pipeline import MrFlowEngine
+
+    seen = []
+    real = MrFlowEngine.generate
+
+    def spy(self, request, *args, **kwargs):
+        seen.append(request.image.getpixel((0, 0)))
+        return real(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(MrFlowEngine, "generate", spy)
+    source = tmp_path / "in.png"
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(source)
+    code = main(["generate", "--model", str(tiny_flux_dir), "--prompt", "x", "--image",
+                 str(source), "--steps", "1", "--upscaler", FAST_UPSCALER, "--quiet",
+                 "--out", str(tmp_path / "o.png")])  # fmt: skip
+    assert code == 0 and seen == [(255, 255, 255)]
+
+
 def test_cli_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

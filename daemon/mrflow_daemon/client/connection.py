@@ -391,7 +391,7 @@ class Client:
         to greyscale). The request is checked against the daemon's limits before it
         is sent (RequestError naming the field)."""
         image_png = to_png(image) if image is not None else None
-        mask_png = to_png(mask, mode="L") if mask is not None else None
+        mask_png = to_png(mask, mode="L", field="mask") if mask is not None else None
         if mode is None:
             mode = "inpaint" if mask_png else "img2img" if image_png else "txt2img"
         fields: dict[str, Any] = dict(

@@ -8,23 +8,29 @@ from typing import TYPE_CHECKING, Union
 
 from mrflow_protocol import sniff_format
 
+from mrflow_daemon.client.errors import RequestError
+
 if TYPE_CHECKING:
     from PIL import Image
 
 ImageInput = Union[bytes, str, Path, "Image.Image"]
 
 
-def to_png(image: ImageInput, *, mode: str | None = None) -> bytes:
+def to_png(image: ImageInput, *, mode: str | None = None, field: str = "image") -> bytes:
     """PNG bytes for `image`. PNG bytes pass through unchanged; anything else goes through Pillow.
 
-    `mode` converts the pixels first ("L" for masks)."""
-    if isinstance(image, (str, Path)):
-        image = Path(image).read_bytes()
-    if isinstance(image, bytes) and mode is None and sniff_format(image) == "png":
-        return image
-    from PIL import Image  # only needed when converting
+    `mode` converts the pixels first ("L" for masks). A file that cannot be read, or is no
+    image, raises RequestError naming `field`."""
+    from PIL import Image, UnidentifiedImageError  # only needed when converting
 
-    picture = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image
+    try:
+        if isinstance(image, (str, Path)):
+            image = Path(image).read_bytes()
+        if isinstance(image, bytes) and mode is None and sniff_format(image) == "png":
+            return image
+        picture = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image
+    except (OSError, UnidentifiedImageError) as exc:
+        raise RequestError("invalid_field", f"cannot read the {field}: {exc}", field) from None
     if mode is not None and picture.mode != mode:
         picture = picture.convert(mode)
     buffer = io.BytesIO()

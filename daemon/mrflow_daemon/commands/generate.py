@@ -4,8 +4,8 @@ Stage 1 samples the composition at 1/scale of the target size with the
 model's own schedule; the image is decoded, enlarged in one shot by a
 Real-ESRGAN model, re-encoded, noised to --refine-sigma and finished with
 --refine-steps Euler steps at full size. Shows a progress bar per stage and a
-timing table at the end. Without --model it uses the built-in (tiny, random)
-model, which makes noise-like images in seconds on a CPU.
+timing table at the end. Without --model it uses the built-in shapes model
+(coloured circles, squares and triangles at 256 x 256; see docs/builtin-model.md).
 
 Examples:
   mrflow generate --prompt "a lighthouse at dusk" --out lighthouse.png
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a model from `mrflow models list`, a diffusers folder (FLUX.1 dev/schnell or "
         "Qwen-Image) or a Hugging Face id; "
-        "default: the built-in tiny model",
+        "default: the built-in shapes model",
     )
     model.add_argument(
         "--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)"
@@ -242,10 +242,14 @@ def run(args: argparse.Namespace) -> int:
 
     from mrflow_daemon.engine.errors import EngineError
     from mrflow_daemon.engine.events import CancelToken, GenerationCancelled
-    from mrflow_daemon.engine.request import GenerationRequest
+    from mrflow_daemon.engine.request import GenerationRequest, input_rgb
 
+    problem = _out_problem(args.out)
+    if problem:  # found now, not after the whole generation
+        print(f"error: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     try:
-        image = Image.open(args.image).convert("RGB") if args.image else None
+        image = input_rgb(Image.open(args.image)) if args.image else None
         mask = Image.open(args.mask).convert("L") if args.mask else None
     except OSError as exc:
         print(f"error: cannot read an input image: {exc}", file=sys.stderr)
@@ -259,6 +263,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error (model): {exc.message}", file=sys.stderr)
         return 2
     default_size = image.size if image is not None else _working_size(model)
+    if max(default_size) > args.max_side and args.width is None and args.height is None:
+        # A large input picture is generated at --max-side on its longest side, same shape.
+        ratio = args.max_side / max(default_size)
+        default_size = (round(default_size[0] * ratio), round(default_size[1] * ratio))
+        print(
+            f"the input is larger than --max-side {args.max_side}: generating at "
+            f"{default_size[0]}x{default_size[1]} (--width/--height choose)",
+            file=sys.stderr,
+        )
     strength = args.strength if args.strength is not None else (1.0 if mask is not None else 0.6)
     request = GenerationRequest(
         prompt=args.prompt,
@@ -308,13 +321,30 @@ def run(args: argparse.Namespace) -> int:
         cancel.cancel()
         print("cancelled", file=sys.stderr)
         return 130
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result.image.save(args.out)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        result.image.save(args.out)
+    except (OSError, ValueError) as exc:  # never lose a finished picture
+        rescue = Path(f"mrflow-{result.seed}.png").resolve()
+        result.image.save(rescue)
+        print(f"error: could not write {args.out} ({exc}); wrote {rescue}", file=sys.stderr)
+        return 1
     if args.save_stages is not None:
         result.image.save(args.save_stages / "final.png")
     print(timing_table(result))
     print(f"seed {result.seed}; wrote {args.out}")
     return 0
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why the image could not be written to `out`, or None."""
+    from PIL import Image
+
+    if out.is_dir():
+        return "is a folder; give a file name, for example mrflow.png inside it"
+    if out.suffix.lower() not in Image.registered_extensions():
+        return "the name must end in an image format's extension, for example .png, .jpg, .webp"
+    return None
 
 
 def _working_size(model: str | Path) -> tuple[int, int]:

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+def input_rgb(image: Image.Image) -> Image.Image:
+    """An input image as RGB; transparent pixels are read as white paper, not as whatever
+    colour they store (often black). The daemon and `mrflow generate` read inputs alike."""
+    from PIL import Image
+
+    if not image.has_transparency_data:
+        return image.convert("RGB")
+    paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(paper, image.convert("RGBA")).convert("RGB")
+
+
 class Mode(str, Enum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"  # refine an input image with a strength

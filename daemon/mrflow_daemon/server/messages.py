@@ -28,7 +28,7 @@ from PIL import Image
 
 from mrflow_daemon.engine import events as engine_events
 from mrflow_daemon.engine.presets import DEFAULT_PRESET, PRESETS
-from mrflow_daemon.engine.request import GenerationRequest, LoraSpec
+from mrflow_daemon.engine.request import GenerationRequest, LoraSpec, input_rgb
 from mrflow_daemon.engine.result import GenerationResult
 from mrflow_daemon.server.jobs import Job
 
@@ -79,12 +79,7 @@ def _open_image(data: bytes, field_name: str, mode: str) -> Image.Image:
             f"{field_name} could not be decoded as a PNG ({type(exc).__name__}: {exc})",
             field_name,
         ) from None
-    if mode == "RGB" and image.has_transparency_data:
-        # A transparent area is not black: the model sees it as white paper (Krita's default
-        # background), whatever colour the transparent pixels happen to store.
-        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(paper, image.convert("RGBA")).convert("RGB")
-    return image.convert(mode)
+    return input_rgb(image) if mode == "RGB" else image.convert(mode)
 
 
 def to_engine_request(message: Generate, lora_dir: Path) -> GenerationRequest:
