@@ -55,6 +55,8 @@ def test_environment_lists_are_comma_separated() -> None:
         ("", {"MRFLOW_PREVIEW_FORMAT": "gif"}, "preview_format must be one of jpeg, webp, png"),
         ("", {"MRFLOW_MAX_STEPS": "0"}, "max_steps must be at least 1"),
         ("", {"MRFLOW_MODEL": "/m" * 150}, "model must be 1-256 characters .*got 300"),
+        ("", {"MRFLOW_DEVICE": "gpu"}, "device must be cpu, cuda, cuda:N or mps .*'gpu'"),
+        ("", {"MRFLOW_DTYPE": "int8"}, "dtype must be one of bfloat16, .*'int8'"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -176,3 +178,10 @@ def test_logging_goes_to_a_rotating_file_and_can_be_configured_twice(tmp_path: P
         for handler in [h for h in root.handlers if h not in before]:
             root.removeHandler(handler)
             handler.close()
+
+
+def test_the_dtype_names_allowed_are_the_engines() -> None:
+    from mrflow_daemon.engine.pipeline import DTYPES
+    from mrflow_daemon.server.config import DTYPE_NAMES
+
+    assert set(DTYPE_NAMES) == set(DTYPES)

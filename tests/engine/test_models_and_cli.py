@@ -287,3 +287,25 @@ def test_device_and_dtype_choices_are_checked():
     with pytest.raises(errors.InvalidRequestError) as info:
         pick_dtype(torch.device("cpu"), "int8")
     assert info.value.field == "dtype" and "bf16" in info.value.message
+
+
+def test_a_default_x4_upscaler_serves_scale_2_without_loading_again(flux_engine, monkeypatch):
+    import mrflow_daemon.upscale as upscale
+    from mrflow_daemon.engine.pipeline import MrFlowEngine
+    from mrflow_daemon.engine.request import GenerationRequest
+
+    class X4:
+        scale = 4
+
+    def no_second_load(*args, **kwargs):
+        raise AssertionError("the default upscaler was loaded a second time")
+
+    monkeypatch.setattr(upscale, "load_upscaler", no_second_load)
+    network = X4()
+    engine = MrFlowEngine(
+        flux_engine.adapter, network, model_name="m", device=flux_engine.device,
+        dtype=flux_engine.dtype, default_upscaler=True,
+    )  # fmt: skip
+    for scale in (2, 4):
+        plan = engine.plan(GenerationRequest("x", 256, 256, preset="paper", scale=scale))
+        assert engine._upscaler_for(plan) is network

@@ -144,8 +144,10 @@ class MrFlowEngine:
         self._adapter: FamilyAdapter | None = adapter
         self.upscaler = upscaler
         self._default_upscaler = default_upscaler
+        # The default was loaded for scale 2 (the paper's); it may be a x4 network when no x2
+        # is installed, which then serves scale 4 as well: keyed under both, loaded once.
         self._upscalers: dict[int, UpscalerLike] = (
-            {int(upscaler.scale): upscaler} if default_upscaler else {}
+            {2: upscaler, int(upscaler.scale): upscaler} if default_upscaler else {}
         )
         self.model_name = model_name
         self.device = device

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEVICE_PATTERN = re.compile(r"(cpu|mps|cuda(:\d+)?)?")  # what the engine's pick_device takes
+DTYPE_NAMES = ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32")  # its pick_dtype's
 MODEL_NAME_LIMIT = 256  # mrflow_protocol's `Name`: the model is named in welcome and result
 PREVIEW_FORMATS = ("jpeg", "webp", "png")
 
@@ -154,6 +157,14 @@ class DaemonConfig:
             raise ConfigError(f"max_frame_bytes must be at least 65536, got {self.max_frame_bytes}")
         if self.result_retention_s < 0:
             raise ConfigError(f"result_retention_s must be >= 0, got {self.result_retention_s}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(
+                f"device must be cpu, cuda, cuda:N or mps (or empty), got {self.device!r}"
+            )
+        if self.dtype and self.dtype.lower() not in DTYPE_NAMES:
+            raise ConfigError(
+                f"dtype must be one of {', '.join(DTYPE_NAMES)} (or empty), got {self.dtype!r}"
+            )
         if not 1 <= len(self.model) <= MODEL_NAME_LIMIT:  # it is sent as a protocol Name
             raise ConfigError(
                 f"model must be 1-{MODEL_NAME_LIMIT} characters (a name, or a path that "
