@@ -88,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--upscaler",
         default=None,
-        help="upscaler weights or name (default: the daemon's Real-ESRGAN x2 on a GPU; on a CPU "
+        help="upscaler weights or name (default: the daemon's Real-ESRGAN, x2plus or x4plus, on a "
+        "GPU; on a CPU "
         f"the compact {CPU_UPSCALER}, which is about 30x lighter)",
     )
 

@@ -170,7 +170,8 @@ class MrFlowEngine:
 
         `upscaler`: an object with `upscale_tensor(x, (w, h))`, or a spec for
         `mrflow_daemon.upscale.load_upscaler` (a weights file or a known name),
-        or None for the default Real-ESRGAN x2.
+        or None for the default (`upscale.resolve_upscaler`: RealESRGAN_x2plus if installed,
+        else x4plus; on a CPU the compact realesr-animevideov3).
         """
         folder = resolve_model_folder(model)
         info = family_info(folder)

@@ -74,7 +74,9 @@ class DaemonConfig:
     dtype: str = _setting("", "torch dtype: bfloat16, float16 or float32 (default: per device)")
     offload: bool = _setting(False, "offload model parts to the CPU between uses (low VRAM)")
     upscaler: str = _setting(
-        "", "upscaler weights file or name (default: the built-in Real-ESRGAN x2)"
+        "",
+        "upscaler weights file or name (default: RealESRGAN_x2plus if installed, else "
+        "RealESRGAN_x4plus; on a CPU the compact realesr-animevideov3)",
     )
     preload: bool = _setting(False, "load the default model at start instead of on the first job")
     max_resident_models: int = _setting(1, "how many models stay loaded at once")
