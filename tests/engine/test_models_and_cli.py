@@ -154,6 +154,23 @@ def test_out_of_memory_becomes_a_clear_error(flux_engine, monkeypatch):
     assert flux_engine.generate(request()).image.size == (128, 128)
 
 
+def test_out_of_memory_lets_go_of_the_failed_steps_tensors(flux_engine, monkeypatch):
+    import weakref
+
+    held = []
+
+    def exhausted(*args, **kwargs):
+        activations = torch.ones(1024)  # what a real step holds when the device runs out
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(flux_engine.adapter, "velocity", exhausted)
+    with pytest.raises(errors.OutOfMemoryError) as info:
+        flux_engine.generate(request())
+    assert info.value.__cause__ is not None  # the original error is still chained ...
+    assert held and held[0]() is None  # ... but its frames no longer hold the tensors
+
+
 def test_unload_frees_the_engine(tiny_qwen_dir, real_upscaler):
     engine = MrFlowEngine.from_pretrained(tiny_qwen_dir, device="cpu", upscaler=real_upscaler)
     engine.unload()

@@ -16,6 +16,7 @@ import gc
 import logging
 import re
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -352,6 +353,9 @@ class MrFlowEngine:
             yield
         except Exception as exc:
             if _is_oom(exc):
+                # The traceback's frames hold the failed step's activations: drop their locals
+                # first, or the cache cannot go back to the driver (for other programs).
+                traceback.clear_frames(exc.__traceback__)
                 _free_memory()
                 raise OutOfMemoryError(
                     f"the {self.device.type} device ran out of memory: try a smaller size, "
