@@ -262,3 +262,10 @@ def test_describe_prints_the_numbers():
 
 def test_round_to_multiple():
     assert [round_to_multiple(v, 16) for v in (1, 8, 23, 24, 1000)] == [16, 16, 16, 32, 1008]
+
+
+def test_native_says_which_staged_overrides_it_ignores():
+    native = plan_for(preset="native", scale=4, refine_sigma=0.2)
+    assert native.scale == 1 and native.refine_sigmas == ()
+    assert any("scale, refine_sigma ignored" in note for note in native.notes)
+    assert not plan_for(preset="native").notes

@@ -308,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.plan:
             print(plan.describe())
+        else:
+            for note in plan.notes:  # what the request asked for that does not apply
+                print(f"note: {note}", file=sys.stderr)
         if args.save_stages is not None:
             args.save_stages.mkdir(parents=True, exist_ok=True)
         # Plan once, so the random seed (if any) is the one printed and used.

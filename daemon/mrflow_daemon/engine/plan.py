@@ -275,6 +275,15 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
         lowres_height = round_to_multiple(height / scale, multiple)
     else:
         scale, lowres_width, lowres_height = 1, width, height
+        ignored = [
+            name
+            for name in ("scale", "refine_steps", "refine_sigma")
+            if getattr(request, name) is not None
+        ]
+        if ignored:
+            notes.append(
+                f"preset {preset.name!r} samples at full size: {', '.join(ignored)} ignored"
+            )
 
     default_steps = preset.steps if preset.steps is not None else family.default_steps
     steps = request.steps if request.steps is not None else default_steps
