@@ -40,8 +40,21 @@ def use_vendored_packages() -> None:
         sys.path.insert(0, vendor)
 
 
-def problems() -> list[Problem]:
-    """Every required module that fails to import, with the reason."""
+MIN_PYTHON = (3, 10)
+"""The vendored packages' floor (mrflow_protocol and current websockets need 3.10)."""
+
+
+def problems(version: tuple[int, int] = sys.version_info[:2]) -> list[Problem]:
+    """Krita's Python when it is too old, else every required module that fails to import."""
+    if version < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        return [
+            Problem(
+                "python",
+                f"Krita runs Python {version[0]}.{version[1]}; MrFlow's plugin needs {need} or "
+                "newer: on Windows and macOS that is Krita 5.2 or newer",
+            )
+        ]
     found = []
     for name in REQUIRED:
         try:
@@ -53,6 +66,8 @@ def problems() -> list[Problem]:
 
 def explain(found: list[Problem]) -> str:
     """A message for the docker: what is missing and how to fix it."""
+    if [problem.module for problem in found] == ["python"]:
+        return f"MrFlow cannot start: {found[0].reason}."
     lines = ["MrFlow cannot start: some of its files are missing."]
     lines += [f"  • {problem}" for problem in found]
     lines.append(FIX.format(vendor=VENDOR_DIR))

@@ -84,6 +84,14 @@ def test_missing_dependencies_are_named_with_the_fix(monkeypatch: pytest.MonkeyP
     )
 
 
+def test_a_krita_python_older_than_the_plugin_needs_is_named() -> None:
+    found = deps.problems((3, 8))
+    text = deps.explain(found)
+    assert "Python 3.8" in text and "3.10 or newer" in text and "Krita 5.2" in text
+    assert "files are missing" not in text  # reinstalling would not help
+    assert deps.problems() == []  # this Python is new enough and has everything
+
+
 def test_vendored_packages_go_first_on_the_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
