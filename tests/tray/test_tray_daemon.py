@@ -250,3 +250,19 @@ def test_the_tray_url_decides_where_a_daemon_it_starts_listens() -> None:
     assert _serve_args_for(None) == []
     with pytest.raises(ValueError, match="ws://HOST:PORT"):
         _serve_args_for("http://localhost")
+
+
+def test_restart_waits_for_a_daemon_it_did_not_start_to_free_the_port() -> None:
+    import threading
+
+    from mrflow_daemon.tray.controller import wait_until_port_closed
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    assert not wait_until_port_closed(url, timeout=0.5)  # still listening
+    threading.Timer(0.5, listener.close).start()  # the old daemon exits a moment later
+    started = time.monotonic()
+    assert wait_until_port_closed(url, timeout=10)
+    assert 0.4 < time.monotonic() - started < 5

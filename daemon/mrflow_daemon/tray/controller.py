@@ -10,6 +10,7 @@ it launches `mrflow serve` itself, and only a daemon it launched is stopped when
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mrflow_protocol import Status
 
@@ -34,6 +36,21 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL_S = 0.5
 DAEMON_START_TIMEOUT_S = 120.0
+
+
+def wait_until_port_closed(url: str, timeout: float) -> bool:
+    """Wait until nothing accepts connections at `url`'s host and port; False on timeout."""
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                pass
+        except OSError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def stderr_log() -> Path:
@@ -253,6 +270,8 @@ class DaemonController:
             except subprocess.TimeoutExpired:
                 process.terminate()
                 process.wait(timeout=10)
+        elif stopped:  # not ours: wait until it has let go of the port the new one needs
+            wait_until_port_closed(self.url, timeout=60)
         with self._lock:
             self._process = None
             self._launch_requested = True
