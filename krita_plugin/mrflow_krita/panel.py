@@ -428,7 +428,12 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
             self.size_label.setText(str(error))
             return
         source = "selection" if document_has_selection else "canvas"
-        self.size_label.setText(f"{plan.size[0]} × {plan.size[1]} (from {source})")
+        text = f"{plan.size[0]} × {plan.size[1]} (from {source})"
+        if document_has_selection:  # Refine works on the selection alone, without context
+            refine = self.controller.plan(document, JobKind.REFINE, params.size, params.model)
+            if refine.size != plan.size:
+                text += f"; Refine {refine.size[0]} × {refine.size[1]}"
+        self.size_label.setText(text)
         if not self.size_override.isChecked():
             self.size_w.blockSignals(True)
             self.size_h.blockSignals(True)

@@ -134,6 +134,21 @@ def test_guidance_is_the_models_default_until_set(
     assert panel.runtime.settings.guidance == 1.0
 
 
+def test_the_size_line_also_gives_refines_size_when_it_differs(
+    app: QtWidgets.QApplication, panel, krita: Krita
+) -> None:  # type: ignore[no-untyped-def]
+    from mrflow_krita.krita_adapter import DocumentAdapter
+
+    panel.runtime.controller.connection_changed("connected", "", welcome())
+    document = krita.createDocument(1000, 1000, "doc", "RGBA", "U8", "", 72.0)
+    selection = Selection()
+    selection.select(100, 100, 120, 40, 255)  # a thin strip: Fill adds context around it
+    document.setSelection(selection)
+    panel._refresh_size()
+    refine = panel.runtime.controller.plan(DocumentAdapter(document), JobKind.REFINE)
+    assert panel.size_label.text().endswith(f"; Refine {refine.size[0]} × {refine.size[1]}")
+
+
 def test_unsupported_documents_show_a_message_in_the_docker(
     app: QtWidgets.QApplication, panel, krita: Krita
 ) -> None:  # type: ignore[no-untyped-def]
