@@ -88,7 +88,7 @@ if ($NoAutostart) { $InstallArgs += "--no-autostart" }
 Invoke-Step ($Python + @("-m", "venv", $Venv))
 Invoke-Step @($VenvPython, "-m", "pip", "install", "--upgrade", "pip")
 Invoke-Step @($VenvPython, "-m", "pip", "install", "torch", "torchvision", "--index-url", $IndexUrl)
-Invoke-Step @($VenvPython, "-m", "pip", "install", "$Source[tray]")
+Invoke-Step @($VenvPython, "-m", "pip", "install", "--upgrade", "$Source[tray]")  # a re-run upgrades MrFlow
 Invoke-Step (@($Mrflow, "install") + $InstallArgs)
 if ($DryRun) { Write-Host "(dry run: nothing was changed)" }
 else { Write-Host "Next: `"$Mrflow`" models pull  downloads the default model (FLUX.1-schnell, about 34 GB)." }

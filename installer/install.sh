@@ -112,7 +112,7 @@ extras="tray"
 step "$python" -m venv "$venv"
 step "$venv/bin/python" -m pip install --upgrade pip
 step "$venv/bin/python" -m pip install torch torchvision ${torch_index_args[@]+"${torch_index_args[@]}"}
-step "$venv/bin/python" -m pip install "$source_spec[$extras]"
+step "$venv/bin/python" -m pip install --upgrade "$source_spec[$extras]"  # a re-run upgrades MrFlow
 step "$venv/bin/mrflow" install ${mrflow_install_args[@]+"${mrflow_install_args[@]}"}
 if [ "$dry_run" -eq 1 ]; then
     echo "(dry run: nothing was changed)"

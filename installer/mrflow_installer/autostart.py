@@ -56,6 +56,7 @@ def _desktop_quote(arg: str) -> str:
 
 
 def _cmd_quote(arg: str) -> str:
+    arg = arg.replace("%", "%%")  # a batch file expands %...% even inside quotes
     return f'"{arg}"' if any(ch in arg for ch in " &()^%!") else arg
 
 
@@ -64,7 +65,12 @@ def entry_content(argv: Sequence[str], platform: Platform | None = None) -> byte
     platform = platform or platforms.current_platform()
     if platform == "windows":
         line = 'start "MrFlow" /min ' + " ".join(_cmd_quote(a) for a in argv)
-        return f"@echo off\r\nrem Starts MrFlow at login (mrflow install --autostart)\r\n{line}\r\n".encode()
+        # cmd.exe reads a batch file in the console's code page: switch it to UTF-8 first, so
+        # a path with a non-ASCII user name (C:\\Users\\José\\...) is read as written.
+        return (
+            "@echo off\r\nrem Starts MrFlow at login (mrflow install --autostart)\r\n"
+            f"chcp 65001 >nul\r\n{line}\r\n"
+        ).encode()
     if platform == "macos":
         logs = paths.log_dir()
         plist = {
@@ -90,6 +96,11 @@ def entry_content(argv: Sequence[str], platform: Platform | None = None) -> byte
     ).encode()
 
 
+def writes_logs(platform: Platform | None = None) -> bool:
+    """Whether the entry sends the daemon's output to files in the log folder (a LaunchAgent)."""
+    return (platform or platforms.current_platform()) == "macos"
+
+
 def is_enabled(platform: Platform | None = None) -> bool:
     return entry_path(platform).is_file()
 
@@ -98,6 +109,8 @@ def enable(subcommand: str = "serve", platform: Platform | None = None) -> Path:
     """Write the entry (atomically); return its path."""
     path = entry_path(platform)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if writes_logs(platform):
+        paths.log_dir().mkdir(parents=True, exist_ok=True)  # launchd will not create it
     content = entry_content(command(subcommand), platform)
     if not path.is_file() or path.read_bytes() != content:
         temporary = path.with_name(path.name + ".tmp")

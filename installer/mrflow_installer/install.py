@@ -164,6 +164,8 @@ def _set_autostart(run: _Run, start_at_login: bool | None) -> None:
         run.report.add(f"start the daemon at login ({entry})")
         if not run.dry_run:
             run.make_dirs(entry.parent)
+            if autostart.writes_logs():
+                run.make_dirs(paths.log_dir())  # recorded, so uninstall removes it if empty
             autostart.enable("serve")
     elif start_at_login is False and entry.is_file():
         run.report.add(f"stop starting the daemon at login (remove {entry})")

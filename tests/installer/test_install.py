@@ -246,8 +246,10 @@ def test_autostart_entry_runs_this_python(home: Home) -> None:
         agent = plistlib.loads(content)
         assert agent["ProgramArguments"] == [sys.executable, "-m", "mrflow_daemon.cli", "serve"]
         assert agent["RunAtLoad"] is True
+        assert Path(agent["StandardErrorPath"]).parent.is_dir()  # launchd does not make it
     elif home.platform == "windows":
         assert content.endswith(b"-m mrflow_daemon.cli serve\r\n")
+        assert b"\r\nchcp 65001 >nul\r\nstart " in content  # UTF-8 before the path
     else:
         exec_line = next(line for line in content.decode().splitlines() if line.startswith("Exec="))
         assert shlex.split(exec_line.removeprefix("Exec=")) == [
@@ -320,3 +322,11 @@ def test_uninstall_removes_a_login_entry_the_tray_made(home: Home) -> None:
     assert home.autostart_entry.is_file()
     assert main(["uninstall"]) == 0
     assert not home.autostart_entry.exists()
+
+
+def test_a_windows_login_entry_keeps_non_ascii_and_percent_signs() -> None:
+    from mrflow_installer import autostart
+
+    python = "C:\\Users\\José\\100% env\\pythonw.exe"
+    content = autostart.entry_content([python, "-m", "mrflow_daemon.cli", "serve"], "windows")
+    assert '"C:\\Users\\José\\100%% env\\pythonw.exe"'.encode() in content

@@ -64,6 +64,7 @@ def test_cpu_machine_gets_the_cpu_index_and_the_full_plan(tmp_path: Path) -> Non
     assert lines[0].endswith(f"-m venv {venv}")
     assert "install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in lines[2]
     assert lines[3].endswith(r"\[tray\]") and str(SCRIPT.parents[1]) in lines[3]
+    assert " install --upgrade " in lines[3]  # running it again upgrades MrFlow
     assert lines[4] == f"+ {venv}/bin/mrflow install --no-autostart"
     assert not venv.exists() and "nothing was changed" in result.stdout
 
