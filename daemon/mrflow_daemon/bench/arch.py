@@ -145,7 +145,7 @@ ARCHES: dict[str, ArchPreset] = {
             clip=_small_clip(64, 2),
             t5=_small_t5(64, 2),
         ),
-        # The shape ARCHITECTURE.md measured: ~0.9 s/step at 512 px, ~5.8 s at 1024 on 2 cores.
+        # The shape measured on the project's 2-core machines: ~0.9 s/step at 512 px, ~5.8 s at 1024 on 2 cores.
         # VAE widths scale with the hidden size so the VAE costs about what it does next to
         # the real transformer (a 1024 px decode ~ 1/6 of a 1024 px step).
         ArchPreset(

@@ -1,8 +1,7 @@
 """Training configurations of the built-in model: architecture sizes and how long each part trains.
 
-`default` is the shipped model's architecture. On 2 CPU cores its step counts finish in under
-three hours (and a time cap makes sure of it); on a GPU, `--time-budget` sets the length instead
-and the batch sizes grow. `tiny` is the same code at toy sizes, for tests (seconds).
+`cpu` is the shipped model's architecture and recipe (2 CPU cores, with `--time-budget`); `default`
+is a larger GPU-sized one: on a GPU, `--time-budget` sets the length and the batch sizes grow. `tiny` is the same code at toy sizes, for tests (seconds).
 """
 
 from __future__ import annotations

@@ -88,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--upscaler",
         default=None,
-        help="upscaler weights or name (default: the daemon's Real-ESRGAN, x2plus or x4plus, on a "
-        "GPU; on a CPU "
-        f"the compact {CPU_UPSCALER}, which is about 30x lighter)",
+        help="upscaler weights or name (default: the model's own when its folder ships one, as "
+        "the built-in model's does; else the daemon's Real-ESRGAN, x2plus or x4plus, on a GPU, "
+        f"and on a CPU the compact {CPU_UPSCALER}, about 30x lighter)",
     )
 
 

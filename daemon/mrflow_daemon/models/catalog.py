@@ -141,7 +141,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
     BuiltinEntry(
         name=BUILTIN_MODEL,
-        description="a tiny FLUX-architecture model made locally: for trying things out, not for art",
+        description="the built-in shapes model (7M-parameter FLUX architecture, trained by the "
+        "project, shipped with MrFlow): for trying things out, not for art",
         aliases=("built-in", "tiny"),
     ),
 )

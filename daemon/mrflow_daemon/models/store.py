@@ -72,7 +72,7 @@ def _pipeline_source(folder: Path) -> str:
 
 def installed_models() -> list[InstalledModel]:
     """Every usable model: the built-in one, complete pipelines, upscaler weights."""
-    models = [InstalledModel(BUILTIN_MODEL, "builtin", None, 0, None, "made locally")]
+    models = [InstalledModel(BUILTIN_MODEL, "builtin", None, 0, None, "shipped with MrFlow")]
     root = paths.models_dir()
     if root.is_dir():
         for folder in sorted(root.iterdir()):
@@ -160,7 +160,7 @@ def _looks_like_path(text: str) -> bool:
 def check(model: InstalledModel) -> tuple[Status, list[str]]:
     """Re-hash an installed model against its published checksums."""
     if model.path is None or model.kind == "builtin":
-        return "unchecked", ["made locally; nothing published to compare with"]
+        return "unchecked", ["shipped with MrFlow; nothing published to compare with"]
     if model.kind == "pipeline":
         manifest = Manifest.read(model.path)
         if manifest is None:
