@@ -215,6 +215,15 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             raise _wrong_type(path, "a string", value)
+        try:
+            value.encode("utf-8")  # msgpack strings are UTF-8: a lone surrogate has no encoding
+        except UnicodeEncodeError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"{path} is not valid Unicode text (character {exc.start} is a lone surrogate, "
+                "for example from a name in another encoding)",
+                path,
+            ) from None
         _apply(rules, value, path)
         return value
     if hint is bytes:

@@ -214,5 +214,14 @@ class ClientSession:
         message = Generate(**fields)
         check_limits(message, self.limits)
         frame = encode(message)
+        if len(frame) > self.limits.max_frame_bytes:
+            # The daemon would refuse it undecoded, with no job id to end the job with.
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"the request is {len(frame)} bytes; allowed: at most "
+                f"{self.limits.max_frame_bytes} on this daemon (max_frame_bytes)",
+                "image" if message.image is not None else None,
+                job_id=message.job_id,
+            )
         self.open_jobs.add(message.job_id)
         return message, frame

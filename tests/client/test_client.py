@@ -66,6 +66,28 @@ def test_a_job_streams_its_events_in_order(client: Client) -> None:
     assert result.seed == 7 and result.timings["total"] > 0
 
 
+def test_iterating_a_job_already_waited_for_ends_instead_of_blocking(client: Client) -> None:
+    job = client.generate("a red fox in the snow", **SMALL)
+    job.wait(timeout=120)
+    assert list(job.events(timeout=1)) == []  # everything up to the result was read by wait()
+    assert list(job) == []
+
+
+def test_a_bad_id_is_a_request_error_naming_the_field(client: Client) -> None:
+    with pytest.raises(RequestError) as info:
+        client.cancel("bad id!")
+    assert (info.value.code, info.value.field) == ("invalid_field", "job_id")
+
+
+def test_images_png_cannot_hold_are_converted(client: Client) -> None:
+    from mrflow_daemon.client.images import to_png
+
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(buffer, "JPEG")
+    png = to_png(buffer.getvalue())
+    assert Image.open(io.BytesIO(png)).mode == "RGB"
+
+
 def test_threads_share_one_client_and_get_only_their_own_jobs(client: Client) -> None:
     results: dict[str, Result] = {}
     errors: list[BaseException] = []

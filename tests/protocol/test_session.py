@@ -124,6 +124,14 @@ class TestClientSession:
         session.receive(encode(result))
         assert not session.open_jobs
 
+    def test_a_request_over_the_frame_limit_is_refused_before_it_is_sent(self) -> None:
+        session = ClientSession(client_name="cli", token="t")
+        session.receive(self.welcome(limits=Limits(max_frame_bytes=len(IMAGE) + 64)))
+        with pytest.raises(ProtocolError) as info:
+            session.generate(prompt="x" * 100, mode="img2img", image=IMAGE)
+        assert (info.value.code, info.value.field) == (ErrorCode.TOO_LARGE, "image")
+        assert "max_frame_bytes" in info.value.message and not session.open_jobs
+
     def test_unknown_daemon_messages_are_returned_not_raised(self) -> None:
         session = ClientSession(client_name="cli", token="t")
         session.receive(self.welcome())

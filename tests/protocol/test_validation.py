@@ -209,3 +209,12 @@ def test_encode_refuses_what_the_peer_would_refuse() -> None:
     assert info.value.field == "steps"
     with pytest.raises(TypeError):
         encode({"type": "ping"})  # type: ignore[arg-type]
+
+
+def test_a_lone_surrogate_is_an_invalid_field_not_an_encoder_crash() -> None:
+    with pytest.raises(ProtocolError) as info:
+        encode(
+            Generate(job_id="j", prompt="caf\udce9")
+        )  # a Latin-1 byte decoded with surrogateescape
+    assert (info.value.code, info.value.field) == ("invalid_field", "prompt")
+    assert "lone surrogate" in info.value.message

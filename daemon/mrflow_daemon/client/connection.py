@@ -204,7 +204,10 @@ class Client:
         return self._closed_reason is not None
 
     def _send(self, message: Message) -> None:
-        frame = encode(message)
+        try:
+            frame = encode(message)  # validates every field
+        except ProtocolError as exc:
+            raise RequestError.from_protocol(exc) from None
         with self._send_lock:
             if self._closed_reason is not None:
                 raise DaemonUnavailable(
@@ -321,9 +324,14 @@ class Client:
         with self._lock:
             first = not self._status_callbacks
             self._status_callbacks.append(callback)
-        if first:
-            return self._expect(self._request(lambda rid: SubscribeStatus(request_id=rid)), Status)
-        return self.status()
+        try:
+            if first:
+                request = self._request(lambda rid: SubscribeStatus(request_id=rid))
+                return self._expect(request, Status)
+            return self.status()
+        except BaseException:
+            self.unsubscribe_status(callback)  # so a later subscribe asks the daemon again
+            raise
 
     def unsubscribe_status(self, callback: StatusCallback) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 ImageInput = Union[bytes, str, Path, "Image.Image"]
+PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
 
 
 def to_png(image: ImageInput, *, mode: str | None = None, field: str = "image") -> bytes:
@@ -29,10 +30,12 @@ def to_png(image: ImageInput, *, mode: str | None = None, field: str = "image") 
         if isinstance(image, bytes) and mode is None and sniff_format(image) == "png":
             return image
         picture = Image.open(io.BytesIO(image)) if isinstance(image, bytes) else image
-    except (OSError, UnidentifiedImageError) as exc:
+        if mode is None and picture.mode not in PNG_MODES:  # CMYK, YCbCr, ... : PNG has none
+            mode = "RGBA" if "A" in picture.getbands() else "RGB"
+        if mode is not None and picture.mode != mode:
+            picture = picture.convert(mode)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise RequestError("invalid_field", f"cannot read the {field}: {exc}", field) from None
-    if mode is not None and picture.mode != mode:
-        picture = picture.convert(mode)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -64,6 +64,8 @@ class Job:
         `timeout` bounds the wait for each next event (TimeoutError when it passes).
         Raises ConnectionLost if the connection closes first."""
         while True:
+            if self.done and self._events.empty():
+                return  # its last event was already read (by wait() or an earlier loop)
             event = self._next(timeout)
             yield event
             if isinstance(event, (Result, Error)):
