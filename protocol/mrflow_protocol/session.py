@@ -129,9 +129,18 @@ class ServerSession:
                     "type",
                 )
         except ProtocolError as error:
-            if not self.authenticated:
+            if self.authenticated:
+                raise
+            if error.code in (ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION):
                 error.fatal = True
-            raise
+                raise
+            # Before a good hello, everything else is "not a valid hello" (docs/protocol.md).
+            raise ProtocolError(
+                ErrorCode.UNAUTHORIZED,
+                f"the first message must be a valid hello with the token ({error.message})",
+                error.field,
+                fatal=True,
+            ) from None
         return message
 
     def _handshake(self, hello: Hello) -> None:

@@ -57,7 +57,9 @@ class TestServerSession:
 
     def test_garbage_before_hello_is_fatal_but_after_it_is_not(self) -> None:
         session = ServerSession(token="secret")
-        assert refused(session, b"\xc1garbage").fatal
+        error = refused(session, b"\xc1garbage")
+        assert (error.code, error.fatal) == (ErrorCode.UNAUTHORIZED, True)  # as the docs say
+        assert "valid hello" in error.message
         session = ServerSession(token="secret")
         session.receive(hello())
         error = refused(session, b"\xc1garbage")
