@@ -98,6 +98,16 @@ def test_an_unreadable_input_image_exits_1_and_names_it(
     assert f"({flag[2:]})" in err and "cannot read" in err
 
 
+def test_an_out_that_is_a_file_exits_1_before_the_job_is_sent(
+    live_daemon: LiveDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    args = ["generate", "--prompt", "x", "--out", str(blocker)]
+    assert main(client_args(live_daemon, *args)) == 1
+    assert "cannot write" in capsys.readouterr().err
+
+
 def test_no_daemon_exits_3_with_advice(
     closed_port_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -151,12 +151,16 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as exc:
         print(f"mrflow client: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as exc:  # --out cannot be written
+        print(f"mrflow client: cannot write the job's files: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 # -- generate / result ----------------------------------------------------------------------
 
 
 def run_generate(client: Client, args: argparse.Namespace) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)  # a bad --out fails before the job is sent
     job = client.generate(
         args.prompt,
         mode=args.mode,
