@@ -10,7 +10,7 @@ import pytest
 from mrflow_daemon.cli import main
 from mrflow_daemon.commands.client import parse_lora
 from mrflow_protocol import LoraRef
-from PIL import Image
+from PIL import Image, ImageChops, ImageStat
 
 if TYPE_CHECKING:
     from .conftest import LiveDaemon
@@ -57,10 +57,18 @@ def test_img2img_from_a_file(live_daemon: LiveDaemon, tmp_path: Path) -> None:
     Image.new("RGB", (64, 64), (200, 30, 30)).save(source)
     out = tmp_path / "out"
     args = ["generate", "--prompt", "x", "--width", "64", "--height", "64", "--steps", "2"]
-    args += ["--image", str(source), "--strength", "0.5", "--no-previews", "--out", str(out)]
-    assert main(client_args(live_daemon, *args)) == 0
-    assert (out / "result.png").is_file()
+    args += ["--seed", "1", "--no-previews"]
+    assert main(client_args(live_daemon, *args, "--out", str(tmp_path / "txt2img"))) == 0
+    img2img = ["--image", str(source), "--strength", "0.5", "--out", str(out)]
+    assert main(client_args(live_daemon, *args, *img2img)) == 0
     assert not list(out.glob("preview-*"))
+
+    def distance(folder: Path) -> float:
+        result = Image.open(folder / "result.png").convert("RGB")
+        difference = ImageChops.difference(result, Image.open(source).convert("RGB"))
+        return sum(ImageStat.Stat(difference).mean)
+
+    assert distance(out) < distance(tmp_path / "txt2img")  # --image reached the daemon
 
 
 def test_status_models_and_cancel(
@@ -98,7 +106,7 @@ def test_an_unreadable_input_image_exits_1_and_names_it(
     assert f"({flag[2:]})" in err and "cannot read" in err
 
 
-def test_an_out_that_is_a_file_exits_1_before_the_job_is_sent(
+def test_an_out_that_is_a_file_exits_1_with_a_message(
     live_daemon: LiveDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blocker = tmp_path / "out"

@@ -162,8 +162,9 @@ def test_status_pause_resume_and_subscription(client: Client) -> None:
 
 def test_models(client: Client) -> None:
     models = client.models()
-    assert models.default_model
-    assert models.models
+    names = {info.name for info in models.models}
+    assert models.default_model in names and "builtin" in names  # the daemon's tiny model too
+    assert models.default_model.endswith("tiny-flux") and len(names) == 2
 
 
 def test_requests_over_the_daemons_limits_are_refused_before_sending(client: Client) -> None:

@@ -229,6 +229,7 @@ def test_status_subscribers_see_jobs_start_and_end(
     worker_client.generate("watched", steps=4)
     assert isinstance(worker_client.job_events("watched")[-1], Result)
     seen = [tray.wait_for(lambda m: isinstance(m, Status) and m.state == "busy")]
+    assert all(isinstance(m, Status) for m in tray.backlog)  # no job event leaks to the tray
     tray.backlog.clear()  # statuses from before the job started (queued: still idle)
     while not (isinstance(seen[-1], Status) and seen[-1].state == "idle"):
         seen.append(tray.recv())  # everything the tray gets while the job runs, and its end
@@ -282,11 +283,11 @@ def test_a_job_without_a_model_uses_the_one_used_last(
 ) -> None:
     daemon = start_daemon(max_resident_models=2)
     client = connect(daemon)
-    for job_id, model in (("a", "builtin"), ("b", daemon.config.model), ("c", None)):
+    for job_id, model in (("a", daemon.config.model), ("b", "builtin"), ("c", None)):
         client.generate(job_id, steps=1, model=model)
         result = client.job_events(job_id)[-1]
         assert isinstance(result, Result), result
-    assert result.model == daemon.config.model  # not "builtin", loaded first
+    assert result.model == "builtin"  # not the default, nor the one loaded first
     client.send(GetStatus(request_id="s"))
     status = client.wait_for(lambda m: isinstance(m, Status) and m.request_id == "s")
-    assert status.loaded_model == daemon.config.model
+    assert status.loaded_model == "builtin"

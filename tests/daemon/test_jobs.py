@@ -55,9 +55,10 @@ def test_remove_and_pause() -> None:
     assert removed is not None and removed.job_id == "one"
     assert queue.remove("one") is None
     queue.set_paused(True)
-    assert queue.take(should_yield=lambda: True) is None  # paused: nothing handed out
+    # Paused: take() waits (once) and then yields with nothing, though "two" is queued.
+    assert queue.take(should_yield=iter([False, True]).__next__) is None
     queue.set_paused(False)
-    taken = queue.take()
+    taken = queue.take(should_yield=iter([False, True]).__next__)
     assert taken is not None and taken.job_id == "two"
 
 
@@ -71,19 +72,27 @@ def test_take_blocks_until_a_job_arrives_and_close_wakes_it() -> None:
     taker.join(5)
     assert got and got[0] is not None and got[0].job_id == "late"
 
+    # A taker blocked on an empty queue: close() wakes it, with nothing.
+    got.clear()
     taker = threading.Thread(target=lambda: got.append(queue.take()))
     taker.start()
-    queue.submit(job("left"))
     time.sleep(0.05)
-    assert [j.job_id for j in queue.close()] == []  # "left" was taken already
+    assert taker.is_alive()  # waiting
+    queue.submit(job("left"))  # taken by it, or handed back by close(): never lost
     taker.join(5)
+    blocked = threading.Thread(target=lambda: got.append(queue.take()))
+    blocked.start()
+    time.sleep(0.05)
+    assert [j.job_id for j in queue.close()] == []
+    blocked.join(5)
+    assert not blocked.is_alive() and got[-1] is None
     assert queue.take() is None
     with pytest.raises(JobRefused, match="shutting down"):
         queue.submit(job("after"))
 
 
 def test_store_refuses_duplicates_and_forgets_after_retention() -> None:
-    store = JobStore(retention_s=0.05, max_finished=10)
+    store = JobStore(retention_s=60, max_finished=10)
     first = job("same")
     store.add(first)
     with pytest.raises(JobRefused) as refused:
@@ -91,7 +100,7 @@ def test_store_refuses_duplicates_and_forgets_after_retention() -> None:
     assert refused.value.code == "duplicate_job" and refused.value.field == "job_id"
     first.state, first.finished_at = JobState.DONE, time.monotonic()
     assert store.get("same") is first
-    time.sleep(0.1)
+    first.finished_at -= 61  # its minute of retention is over (no sleeping, no race)
     assert store.get("same") is None
     store.add(job("same"))  # the id is free again
 

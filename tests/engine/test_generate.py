@@ -195,6 +195,11 @@ def test_img2img_starts_from_the_input(flux_engine):
     assert result.image.size == (128, 128)
     assert not np.array_equal(pixels(result.image), pixels(txt2img.image))
 
+    def distance(image: Image.Image) -> float:
+        return float(np.abs(pixels(image).astype(float) - pixels(source).astype(float)).mean())
+
+    assert distance(result.image) < distance(txt2img.image)  # it kept part of the input
+
 
 @pytest.mark.parametrize("preset", ["paper", "native"])
 def test_inpaint_keeps_pixels_outside_the_mask(engine, preset):

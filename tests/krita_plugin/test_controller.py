@@ -438,8 +438,11 @@ def test_reconnecting_reattaches_to_unfinished_jobs(
 
 
 def test_fast_previews_are_thinned_out_but_the_last_step_is_shown(
-    krita: Krita, controller: Controller
+    krita: Krita, controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import mrflow_krita.controller as module
+
+    monkeypatch.setattr(module.time, "monotonic", lambda: 100.0)  # all three arrive at once
     document = painted_document(krita)
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
 

@@ -137,6 +137,7 @@ def test_actions_drive_the_daemon_and_the_icon_follows_its_status(
         # Quit leaves a daemon the tray did not start running.
         tray.actions["quit"].trigger()
         assert probe.ping() > 0
+        assert not daemon.stopping  # it was not asked to shut down
     finally:
         probe.close()
 
