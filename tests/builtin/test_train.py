@@ -225,6 +225,10 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert list(rows) == ["ground_truth", "vae", "native", "paper"]
     assert rows["ground_truth"]["all_checks_pass"] == 1.0
     assert rows["paper"]["n"] == 2
+    from mrflow_daemon.builtin.world import eval_cases, scene_unseen
+
+    unseen = [scene_unseen(case.scene) for case in eval_cases(2)]
+    assert rows["native"]["unseen_scenes"]["n"] == sum(unseen)
     paired = results["against_native"]["paper"]
     assert paired["speedup"] > 0
     low, high = paired["difference_ci95_pp"]

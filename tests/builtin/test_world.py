@@ -102,3 +102,15 @@ def test_rendered_pixels_show_the_named_colours() -> None:
     corner = (image[:, 2, 2] * 255).round()
     assert torch.equal(centre, torch.tensor(SHAPE_COLOURS["blue"], dtype=torch.float32))
     assert torch.equal(corner, torch.tensor(BACKGROUND_COLOURS["brown"], dtype=torch.float32))
+
+
+def test_a_held_out_caption_whose_other_phrasing_was_trained_is_not_unseen() -> None:
+    from mrflow_daemon.builtin.world import Scene, eval_cases, is_eval_caption, scene_unseen
+
+    cases = [case.scene for case in eval_cases(200)]
+    one = next(scene for scene in cases if len(scene.shapes) == 1)
+    assert scene_unseen(one)  # a single shape has one phrasing, and it is held out
+    for scene in (s for s in cases if len(s.shapes) == 2):
+        twin = Scene(tuple(reversed(scene.shapes)), scene.background)
+        assert scene_unseen(scene) == is_eval_caption(twin.caption())
+    assert sum(scene_unseen(scene) for scene in cases) == 90  # of 200: the rest leak

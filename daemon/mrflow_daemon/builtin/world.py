@@ -170,6 +170,18 @@ def is_eval_caption(caption: str) -> bool:
     return digest % 8 == 0
 
 
+def scene_unseen(scene: Scene) -> bool:
+    """True when no phrasing of `scene` is a training caption.
+
+    The split is by caption text, and a two-shape scene has two phrasings (either shape first):
+    a held-out caption's twin is usually a training caption (7 in 8), so the model has seen
+    that exact scene, worded the other way round. Only scenes whose every phrasing is held
+    out are new to it.
+    """
+    phrasings = {scene.shapes, tuple(reversed(scene.shapes))}
+    return all(is_eval_caption(Scene(order, scene.background).caption()) for order in phrasings)
+
+
 def sample_scene(rng: random.Random) -> Scene:
     count = 2 if rng.random() < TWO_SHAPE_PROBABILITY else 1
     colours = rng.sample(list(SHAPE_COLOURS), count)
