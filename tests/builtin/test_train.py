@@ -555,3 +555,22 @@ def test_kind_loss_trains_a_head_that_steers_the_transformer(tmp_path: Path) -> 
         metrics = trainer.states["transformer"].metrics
         assert ("kind_head_shape_token_accuracy" in metrics) == (name == "kind")
     assert not torch.equal(weights["plain"], weights["kind"])
+
+
+def test_a_run_stopped_while_measuring_the_vae_latents_measures_them_when_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured = Trainer._latent_stats
+
+    def killed(self: Trainer) -> dict[str, float]:
+        raise KeyboardInterrupt  # the session ends right after the VAE's last step
+
+    monkeypatch.setattr(Trainer, "_latent_stats", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(get_config("tiny"), tmp_path, progress=False).train_vae()
+    monkeypatch.setattr(Trainer, "_latent_stats", measured)
+    resumed = Trainer(get_config("tiny"), tmp_path, progress=False, resume=True)
+    resumed.train_vae()
+    stats = torch.load(tmp_path / "checkpoints" / "vae.pt", weights_only=False)["latent_stats"]
+    assert stats["scaling_factor"] != 1.0 and stats["shift_factor"] != 0.0  # measured, not defaults
+    assert resumed.pipe.vae.config.scaling_factor == stats["scaling_factor"]

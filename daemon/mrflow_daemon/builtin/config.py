@@ -73,9 +73,9 @@ class TransformerConfig:
     warmup: int = 300
     ema_decay: float = 0.999
     low_fraction: float = 0.5  # share of batches at the 128-class low-res sizes
-    refine_fraction: float = (
-        0.25  # share of 256-class samples drawn at small sigma (the refine step)
-    )
+    refine_fraction: float = 0.25
+    """Share of 256-class samples drawn at small sigma (the refine step), before the high-noise
+    draw overrides some of them: about 0.25 x (1 - high-noise share) end up there."""
     # Share of samples drawn uniformly in [high_noise_floor, 1]: the noise levels where the
     # picture is still almost pure noise and the layout must come from the caption alone. The
     # logit-normal draw alone puts only ~10% of samples above sigma 0.8, and a first CPU run

@@ -285,8 +285,11 @@ class Trainer:
         part: str,
         step_fn: Callable[[int, float], float | None],
         save_fn: Callable[[], None],
+        on_done: Callable[[], None] | None = None,
     ) -> None:
-        """Run `step_fn(step, progress)` until the part's steps or time run out."""
+        """Run `step_fn(step, progress)` until the part's steps or time run out, then
+        `on_done()` (work the finished part needs, such as the VAE's latent statistics) before
+        the part is saved as done, so a run stopped in between redoes it when resumed."""
         state = self.states[part]
         max_steps, allowance = self.max_steps(part), self.allowance(part)
         total = max_steps if max_steps < 10**9 else None
@@ -339,6 +342,8 @@ class Trainer:
             bar.close()
         if window:
             state.losses.append(sum(window) / len(window))
+        if on_done is not None:
+            on_done()
         state.done = True
         save_fn()
 
@@ -426,11 +431,13 @@ class Trainer:
             )
 
         vae.train()
-        self._loop("vae", step, save)
-        vae.eval()
-        vae.register_to_config(**self._latent_stats())
-        self.states["vae"].metrics = self._measure("vae", self._vae_metrics)
-        save()
+
+        def measure() -> None:
+            vae.eval()
+            vae.register_to_config(**self._latent_stats())  # part of the model: exported
+            self.states["vae"].metrics = self._measure("vae", self._vae_metrics)
+
+        self._loop("vae", step, save, on_done=measure)
 
     @torch.no_grad()
     def _latent_stats(self) -> dict[str, float]:
