@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -111,6 +112,9 @@ def test_edge_width_tells_blur_from_detail() -> None:
     assert w_sharp < 2.0
     assert w_blur > 2 * w_sharp
     assert w_noisy < 1.5 * w_sharp  # noise is not mistaken for blur or for extra sharpness
+    # A Gaussian blur's 10-90% rise is 2.563 sigma; widths add in quadrature. Measured between
+    # samples (interpolated), not rounded up to the 0.125 px grid.
+    assert abs(w_blur - math.hypot(2.563 * 2, w_sharp)) < 0.25
 
 
 def test_wilson_interval_known_values() -> None:
@@ -136,3 +140,51 @@ def test_paired_difference_interval() -> None:
     low, high = paired_difference_interval(2, 4, 39, 455)
     assert 0.04 < low < 0.07 < high < 0.10
     assert paired_difference_interval(0, 10, 0, 0)[0] >= -1.0
+
+
+def _draw(shape: str) -> np.ndarray:
+    """A grey picture with one red blob on the left, drawn by hand."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (256, 256), (128, 128, 128))
+    draw = ImageDraw.Draw(image)
+    red = (230, 30, 30)
+    if shape == "triangle":
+        draw.polygon([(64, 95), (94, 147), (34, 147)], fill=red)
+    elif shape == "diamond":  # a triangle's fill ratio, but no triangle
+        draw.polygon([(64, 94), (94, 128), (64, 162), (34, 128)], fill=red)
+    elif shape == "downward":
+        draw.polygon([(34, 109), (94, 109), (64, 161)], fill=red)
+    elif shape == "crescent":
+        draw.ellipse((34, 98, 94, 158), fill=red)
+        draw.ellipse((50, 92, 110, 152), fill=(128, 128, 128))
+    elif shape == "bar":  # a square's fill ratio, three times as wide as tall
+        draw.rectangle((20, 115, 110, 145), fill=red)
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize(
+    ("drawn", "named", "passes"),
+    [
+        ("triangle", "triangle", True),
+        ("diamond", "triangle", False),
+        ("downward", "triangle", False),
+        ("crescent", "triangle", False),
+        ("crescent", "circle", False),
+        ("bar", "square", False),
+    ],
+)
+def test_kind_needs_the_shape_not_only_its_fill_ratio(drawn: str, named: str, passes: bool) -> None:
+    scene = parse_caption(f"a red {named} on the left, grey background")
+    assert check_image(_draw(drawn), scene).checks()["kind"] is passes
+
+
+def test_edge_crossings_are_interpolated_between_samples() -> None:
+    from mrflow_daemon.builtin.checker import _crossing
+
+    offsets = np.arange(-1.0, 1.0 + 1e-9, 0.125)
+    u = np.clip(0.5 - offsets / 1.25, 0.0, 1.0)  # a straight ramp, 1.25 px from 100% to 0%
+    high = int(np.nonzero(u >= 0.9)[0][-1])
+    low = int(np.nonzero(u <= 0.1)[0][0])
+    width = _crossing(offsets, u, low - 1, 0.1) - _crossing(offsets, u, high, 0.9)
+    assert width == pytest.approx(0.8 * 1.25)  # exactly, not a multiple of the 0.125 grid

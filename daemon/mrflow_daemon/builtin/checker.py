@@ -5,8 +5,11 @@ Checks, on an RGB picture and the scene its caption describes:
 - ``background``: the colour of the picture's border is the named background colour;
 - ``count``: the number of shape-sized blobs equals the number of shapes named;
 - ``colour``: every named shape's colour is present as a shape-sized blob;
-- ``kind``: that blob's fill ratio (area / bounding-box area: square 1.0, circle 0.79, triangle
-  0.5) says circle, square or triangle as named;
+- ``kind``: that blob is circle, square or triangle as named: its fill ratio (area / bounding-box
+  area: square 1.0, circle 0.79, triangle 0.5) picks the kind, and the blob must also be a
+  compact convex shape (bounding box not far from square, area at least 85% of its convex hull)
+  and a triangle must point up (its centroid in the lower part of its box, where an upright
+  triangle's is; a diamond or a crescent has the fill ratio of a triangle but is none);
 - ``position``: that blob's centroid is nearest the named position's anchor.
 
 A picture passes when every check passes. Pixels are segmented by their nearest palette colour
@@ -43,6 +46,13 @@ SHAPE_AREA_FRACTION = 0.3 * _MIN_SHAPE_AREA
 # Fill-ratio thresholds between triangle (0.5), circle (pi/4) and square (1.0).
 TRIANGLE_BELOW = 0.64
 SQUARE_ABOVE = 0.88
+# Every kind is compact and convex. On 300 held-out ground-truth pictures: box aspect (width /
+# height) 0.98-1.02 for circles and squares, 1.12-1.19 for triangles; solidity (area / convex
+# hull) at least 0.949. An upright triangle's centroid sits 0.66 of the way down its box (a
+# diamond's or a circle's 0.5, a downward triangle's 0.33).
+ASPECT_RANGE = (0.67, 1.5)
+MIN_SOLIDITY = 0.85
+TRIANGLE_MIN_DROP = 0.56
 
 CHECKS = ("background", "count", "colour", "kind", "position")
 
@@ -54,9 +64,11 @@ class Blob:
     cx: float  # centroid, fractions of width and height
     cy: float
     fill: float
-    kind: str
+    kind: str  # circle, square, triangle, or "irregular" (none of them)
     position: str
     mask: np.ndarray = field(repr=False)
+    aspect: float = 1.0  # bounding box width / height
+    solidity: float = 1.0  # area / convex hull area
 
 
 @dataclass
@@ -141,10 +153,50 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return masks
 
 
-def _classify_kind(fill: float) -> str:
+def _classify_kind(fill: float, aspect: float, solidity: float, drop: float) -> str:
+    """circle, square or triangle; "irregular" for a blob that is none of them."""
+    low, high = ASPECT_RANGE
+    if not low <= aspect <= high or solidity < MIN_SOLIDITY:
+        return "irregular"
     if fill < TRIANGLE_BELOW:
-        return "triangle"
+        return "triangle" if drop >= TRIANGLE_MIN_DROP else "irregular"
     return "square" if fill > SQUARE_ABOVE else "circle"
+
+
+def _hull_area(xs: np.ndarray, ys: np.ndarray) -> float:
+    """Area of the convex hull of the pixels (their corners) at columns `xs`, rows `ys`."""
+    order = np.lexsort((xs, ys))
+    xs, ys = xs[order], ys[order]
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    ends = np.r_[starts[1:], len(ys)] - 1
+    rows = ys[starts]
+    left, right = xs[starts], xs[ends] + 1
+    corners = np.concatenate(
+        [
+            np.stack([left, rows], 1),
+            np.stack([right, rows], 1),
+            np.stack([left, rows + 1], 1),
+            np.stack([right, rows + 1], 1),
+        ]
+    )
+    points = sorted(set(map(tuple, corners.tolist())))
+
+    def half(chain: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for x, y in chain:
+            while len(out) >= 2:
+                (ox, oy), (ax, ay) = out[-2], out[-1]
+                if (ax - ox) * (y - oy) - (ay - oy) * (x - ox) > 0:
+                    break
+                out.pop()
+            out.append((x, y))
+        return out
+
+    hull = half(points)[:-1] + half(points[::-1])[:-1]
+    twice = sum(
+        x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(hull, hull[1:] + hull[:1], strict=True)
+    )
+    return abs(twice) / 2
 
 
 def _classify_position(cx: float, cy: float) -> str:
@@ -173,14 +225,15 @@ def find_blobs(image) -> tuple[str | None, list[Blob]]:
             if area < min_area:
                 break  # sorted largest first
             ys, xs = np.nonzero(part)
-            box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
-            fill = area / box
+            box_w, box_h = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+            fill = area / (box_w * box_h)
+            aspect = box_w / box_h
+            solidity = area / _hull_area(xs, ys)
+            drop = (ys.mean() + 0.5 - ys.min()) / box_h  # centroid's depth in its box
+            kind = _classify_kind(fill, aspect, solidity, drop)
             cx, cy = (xs.mean() + 0.5) / width, (ys.mean() + 0.5) / height
-            blobs.append(
-                Blob(
-                    name, area, cx, cy, fill, _classify_kind(fill), _classify_position(cx, cy), part
-                )
-            )
+            position = _classify_position(cx, cy)
+            blobs.append(Blob(name, area, cx, cy, fill, kind, position, part, aspect, solidity))
     return (bg_name if bg_distance <= MAX_COLOUR_DISTANCE / 2 else None), blobs
 
 
@@ -262,8 +315,18 @@ def _edge_widths(pixels: np.ndarray, blob: Blob, background: np.ndarray) -> list
         low = np.nonzero(u[centre:] <= 0.1)[0]
         if len(high) == 0 or len(low) == 0:
             continue
-        widths.append(float(offsets[centre + low[0]] - offsets[high[-1]]))
+        i, j = high[-1], centre + low[0]  # last sample at or above 90%, first at or below 10%
+        widths.append(_crossing(offsets, u, j - 1, 0.1) - _crossing(offsets, u, i, 0.9))
     return widths
+
+
+def _crossing(offsets: np.ndarray, u: np.ndarray, index: int, level: float) -> float:
+    """Where `u` crosses `level` between samples `index` and `index + 1` (linear), so the edge
+    width is not rounded to the 0.125 px sampling grid."""
+    a, b = float(u[index]), float(u[index + 1])
+    step = float(offsets[index + 1] - offsets[index])
+    fraction = (a - level) / (a - b) if a != b else 0.0
+    return float(offsets[index]) + min(max(fraction, 0.0), 1.0) * step
 
 
 def edge_width(image, scene: Scene, result: CheckResult | None = None) -> float | None:
