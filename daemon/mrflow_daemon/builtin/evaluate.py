@@ -49,8 +49,9 @@ def paired_difference_interval(
     """95% interval of (second's pass rate - first's) when both were run on the same cases.
 
     Newcombe's hybrid score interval for paired proportions: the two Wilson intervals, combined
-    through the correlation of the pairs. Unlike the Wald interval it stays non-degenerate when
-    no pair disagrees, and it never leaves [-1, 1].
+    through the correlation of the pairs (without a continuity correction). It never leaves
+    [-1, 1]; when no pair disagrees it narrows to (almost) zero width, e.g. [0, 0] for 100 pairs
+    passing both and 100 failing both.
     """
     n = both + only_first + only_second + neither
     if n == 0:
