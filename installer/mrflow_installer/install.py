@@ -158,9 +158,10 @@ def _ensure_token(run: _Run) -> None:
 
 def _set_autostart(run: _Run, start_at_login: bool | None) -> None:
     entry = autostart.entry_path()
-    wanted = autostart.entry_content(autostart.command("serve"))
-    if start_at_login is True and not (entry.is_file() and entry.read_bytes() == wanted):
-        # Also when an entry is there but starts another Python (an install from another venv).
+    ours = {autostart.entry_content(autostart.command(sub)) for sub in ("serve", "tray")}
+    if start_at_login is True and not (entry.is_file() and entry.read_bytes() in ours):
+        # Also when an entry is there but starts another Python (an install from another venv);
+        # one of this Python's (the daemon, or the tray's "Start at login") is kept as it is.
         run.report.add(f"start the daemon at login ({entry})")
         if not run.dry_run:
             run.make_dirs(entry.parent)

@@ -441,16 +441,3 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
             self.size_h.setValue(plan.size[1])
             self.size_w.blockSignals(False)
             self.size_h.blockSignals(False)
-
-
-class MissingPanel(QtWidgets.QWidget):  # type: ignore[misc]
-    """Shown instead of the panel when the plugin's own files are incomplete."""
-
-    def __init__(self, explanation: str, parent: Any = None) -> None:
-        super().__init__(parent)
-        layout = W.QVBoxLayout(self)
-        label = W.QLabel(explanation)
-        label.setWordWrap(True)
-        label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(label)
-        layout.addStretch(1)

@@ -64,7 +64,7 @@ class MrFlowDocker(DockWidget):  # type: ignore[misc]
         self.setWindowTitle("MrFlow")
         problem = _missing()
         if problem:
-            from mrflow_krita.panel import MissingPanel
+            from mrflow_krita.missing import MissingPanel
 
             log.error("%s", problem)
             self.setWidget(MissingPanel(problem))
@@ -76,7 +76,7 @@ class MrFlowDocker(DockWidget):  # type: ignore[misc]
             self.setWidget(MrFlowPanel(Runtime.get()))
         except Exception as error:  # show it in the docker, keep Krita running
             log.exception("the MrFlow docker failed to start")
-            from mrflow_krita.panel import MissingPanel
+            from mrflow_krita.missing import MissingPanel
 
             self.setWidget(
                 MissingPanel(f"MrFlow failed to start: {error}\nDetails are in the plugin log.")

@@ -145,8 +145,11 @@ def test_train_command_rejects_reuse_parts_that_is_no_model(tmp_path: Path) -> N
     command, args = _train_command_args(
         "--config", "tiny", "--reuse-parts", str(tmp_path), "--out", str(tmp_path / "run")
     )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_log.jsonl").write_text("the previous run's log\n")
     with pytest.raises(SystemExit, match=r"--reuse-parts: .* is not an exported model folder"):
         command.run(args)
+    assert (tmp_path / "run" / "train_log.jsonl").is_file()  # a typo costs nothing
 
 
 def test_train_command_names_the_part_of_another_size(trained: Path, tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_an_out_that_is_a_file_exits_1_with_a_message(
     blocker.write_text("a file, not a folder")
     args = ["generate", "--prompt", "x", "--out", str(blocker)]
     assert main(client_args(live_daemon, *args)) == 1
-    assert "cannot write" in capsys.readouterr().err
+    assert f"cannot use --out {blocker}" in capsys.readouterr().err
 
 
 def test_no_daemon_exits_3_with_advice(

@@ -291,3 +291,14 @@ def test_a_job_without_a_model_uses_the_one_used_last(
     client.send(GetStatus(request_id="s"))
     status = client.wait_for(lambda m: isinstance(m, Status) and m.request_id == "s")
     assert status.loaded_model == "builtin"
+
+
+def test_an_unload_asked_for_while_the_daemon_stops_is_answered_shutting_down(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    assert daemon.worker.stop(cancel_running=True, timeout=10)  # the stop has begun
+    client.send(UnloadModel(request_id="late"))
+    error = client.wait_for(lambda m: isinstance(m, Error) and m.request_id == "late")
+    assert error.code == "shutting_down"

@@ -292,6 +292,16 @@ def test_autostart_is_rewritten_when_it_starts_another_python(home: Home) -> Non
     assert sys.executable.encode() in home.autostart_entry.read_bytes()
 
 
+def test_an_install_keeps_the_trays_login_entry(home: Home) -> None:
+    from mrflow_installer import autostart
+
+    install()
+    autostart.enable("tray")  # "Start at login" in the tray: the tray starts the daemon
+    tray_entry = home.autostart_entry.read_bytes()
+    assert main(["install", "--autostart"]) == 0
+    assert home.autostart_entry.read_bytes() == tray_entry
+
+
 @pytest.mark.parametrize(("enabled", "answer", "kept"), [(True, "", True), (False, "", False)])
 def test_pressing_enter_at_the_autostart_question_keeps_the_current_state(
     home: Home, monkeypatch: pytest.MonkeyPatch, enabled: bool, answer: str, kept: bool

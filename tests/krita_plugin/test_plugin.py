@@ -75,3 +75,30 @@ def test_the_actions_run_jobs_through_the_shared_runtime(
         assert Runtime._instance is None
     finally:
         Runtime.shutdown_if_running()
+
+
+def test_the_missing_panel_needs_nothing_that_may_be_missing() -> None:
+    """What explains a broken install (no vendored packages, a Python too old for them) must
+    not import those packages itself."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('mrflow_protocol', 'msgpack', 'websockets'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from mrflow_krita.qt import QtWidgets\n"
+        "app = QtWidgets.QApplication([])\n"
+        "from mrflow_krita.missing import MissingPanel\n"
+        "panel = MissingPanel('Krita runs Python 3.8')\n"
+        "print('shown')\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "shown", result.stderr

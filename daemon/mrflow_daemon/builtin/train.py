@@ -125,6 +125,11 @@ class Trainer:
         reuse_parts: str | Path | None = None,
         continue_transformer: bool = False,
     ) -> None:
+        # Arguments first: a mistake must not cost the previous run's log or a pipeline build.
+        if continue_transformer and reuse_parts is None:
+            raise ValueError("continue_transformer needs reuse_parts: the model to continue")
+        if reuse_parts is not None and not (Path(reuse_parts) / "model_index.json").is_file():
+            raise ValueError(f"{reuse_parts} is not an exported model folder (no model_index.json)")
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         if precision not in ("auto", "fp32", "bf16"):
@@ -167,8 +172,6 @@ class Trainer:
         self.upscaler.to(self.device)
         # Parts whose checkpoints come from an exported model: loaded even without `resume`.
         self.reused: set[str] = set()
-        if continue_transformer and reuse_parts is None:
-            raise ValueError("continue_transformer needs reuse_parts: the model to continue")
         if reuse_parts is not None:
             self._reuse_parts(Path(reuse_parts), continue_transformer)
 
@@ -235,9 +238,6 @@ class Trainer:
         from safetensors.torch import load_file
         from transformers import CLIPTextModel, T5EncoderModel
         from transformers.utils import logging as transformers_logging
-
-        if not (model_dir / "model_index.json").is_file():
-            raise ValueError(f"{model_dir} is not an exported model folder (no model_index.json)")
 
         def load_into(part: str, module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
             try:

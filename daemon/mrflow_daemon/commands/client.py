@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as exc:
         print(f"mrflow client: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except OSError as exc:  # --out cannot be written
-        print(f"mrflow client: cannot write the job's files: {exc}", file=sys.stderr)
+    except OSError as exc:  # --out cannot be written, an input cannot be read
+        print(f"mrflow client: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -160,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_generate(client: Client, args: argparse.Namespace) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)  # a bad --out fails before the job is sent
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)  # a bad --out fails before the job is sent
+    except OSError as exc:
+        print(f"mrflow client: cannot use --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     job = client.generate(
         args.prompt,
         mode=args.mode,

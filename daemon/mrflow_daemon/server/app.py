@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -414,7 +415,8 @@ class Daemon:
         code = getattr(exc, "code", ErrorCode.INTERNAL)
         if is_out_of_memory(exc):
             log.warning("loading %s ran out of device memory: %s", name, exc)
-            free_device_memory()  # what the half-loaded model took
+            traceback.clear_frames(exc.__traceback__)  # its frames hold the half-loaded model
+            free_device_memory()
             code = ErrorCode.OUT_OF_MEMORY
         elif not isinstance(exc, (EngineError, ShuttingDownError)):
             log.exception("loading %s failed", name)
@@ -427,7 +429,10 @@ class Daemon:
         )
 
     async def unload_model(self, name: str | None, request_id: str | None = None) -> None:
-        unloaded = await asyncio.wrap_future(self.worker.call(lambda: self.models.unload(name)))
+        try:
+            unloaded = await asyncio.wrap_future(self.worker.call(lambda: self.models.unload(name)))
+        except ShuttingDownError as exc:
+            raise ProtocolError(exc.code, exc.message, request_id=request_id) from None
         if name is not None and not unloaded:
             loaded = ", ".join(self.models.loaded_names()) or "none"
             raise ProtocolError(

@@ -194,7 +194,7 @@ class DaemonController:
         # goes to a file beside that log, where "see the log" sends the user.
         output = stderr_log()
         output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "ab") as sink:
+        with open(output, "wb") as sink:  # this start's output only: it cannot grow forever
             self._process = subprocess.Popen(
                 serve_command(self.serve_args),
                 stdin=subprocess.DEVNULL,

@@ -52,7 +52,7 @@ def _ask_autostart() -> bool | None:
     choices = "[Y/n]" if current else "[y/N]"
     answer = input(f"Start the MrFlow daemon when you log in? {choices} ").strip().lower()
     if not answer:
-        return current
+        return None  # keep whatever is there (the daemon's entry or the tray's)
     return answer in {"y", "yes"}
 
 
