@@ -231,3 +231,21 @@ def test_full_disk_is_reported_before_downloading(
     ):
         pull_pipeline(SCHNELL, endpoint=hub.url)
     assert hub.downloads == []
+
+
+def test_pulling_an_intact_installed_model_fetches_nothing(hub: FakeHub) -> None:
+    folder = pull_pipeline(SCHNELL, endpoint=hub.url)
+    hub.downloads.clear()
+    assert pull_pipeline(SCHNELL, endpoint="http://127.0.0.1:9") == folder  # no Hub needed
+    assert hub.downloads == []
+
+
+def test_a_second_pull_of_the_same_model_is_refused_while_one_runs() -> None:
+    from filelock import FileLock
+    from mrflow_daemon.models.errors import ModelStoreError
+    from mrflow_daemon.models.pull import pull
+
+    lock = paths.models_dir() / f".{SCHNELL.name}.pull.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)), pytest.raises(ModelStoreError, match="another `mrflow models pull"):
+        pull(SCHNELL.name)

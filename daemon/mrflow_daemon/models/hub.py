@@ -56,6 +56,11 @@ def pull_pipeline(
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+    installed = pipeline_dir(entry)
+    recorded = Manifest.read(installed)
+    if recorded is not None and not problems_in(installed, recorded):
+        return installed  # intact (sizes and hashes): nothing to fetch, offline too
+
     api = HfApi(token=token, endpoint=endpoint)
     try:
         info = api.model_info(entry.repo_id, files_metadata=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mrflow_daemon import paths
@@ -14,7 +16,7 @@ from mrflow_daemon.models.catalog import (
     find_entry,
 )
 from mrflow_daemon.models.download import download_file, sha256_of
-from mrflow_daemon.models.errors import UnknownModelError
+from mrflow_daemon.models.errors import ModelStoreError, UnknownModelError
 
 
 def pull(name: str, *, progress: bool = True, token: str | None = None) -> Path:
@@ -29,11 +31,29 @@ def pull(name: str, *, progress: bool = True, token: str | None = None) -> Path:
         from mrflow_daemon.engine.builtin import builtin_model_path
 
         return builtin_model_path()
-    if isinstance(entry, WeightsEntry):
-        return pull_weights(entry, progress=progress)
-    from mrflow_daemon.models.hub import pull_pipeline
+    with _only_pull_of(entry.name):
+        if isinstance(entry, WeightsEntry):
+            return pull_weights(entry, progress=progress)
+        from mrflow_daemon.models.hub import pull_pipeline
 
-    return pull_pipeline(entry, token=token or os.environ.get("HF_TOKEN") or None)
+        return pull_pipeline(entry, token=token or os.environ.get("HF_TOKEN") or None)
+
+
+@contextmanager
+def _only_pull_of(name: str) -> Iterator[None]:
+    """Two pulls of one model at once would write the same partial files: refuse the second."""
+    from filelock import FileLock, Timeout
+
+    lock = paths.models_dir() / f".{name}.pull.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(lock), timeout=0):
+            yield
+    except Timeout:
+        raise ModelStoreError(
+            f"another `mrflow models pull {name}` is running; wait for it to finish "
+            f"(it holds {lock})"
+        ) from None
 
 
 def pull_weights(entry: WeightsEntry, *, progress: bool = True, url: str | None = None) -> Path:

