@@ -232,6 +232,11 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
 
     unseen = [scene_unseen(case.scene) for case in eval_cases(2)]
     assert rows["native"]["unseen_scenes"]["n"] == sum(unseen)
+    cases = results["cases"]
+    assert [c["caption"] for c in cases] == [c.caption for c in eval_cases(2)]
+    assert all(c["failed"]["ground_truth"] == [] for c in cases)
+    native_passes = sum(not c["failed"]["native"] for c in cases)
+    assert native_passes == round(rows["native"]["all_checks_pass"] * 2)
     paired = results["against_native"]["paper"]
     assert paired["speedup"] > 0
     low, high = paired["difference_ci95_pp"]
@@ -239,26 +244,32 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert "paper vs native" in format_table(results)
 
 
-def test_eval_guidance_reaches_every_generation(
+def test_eval_guidance_and_refine_sigma_reach_every_generation(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("mrflow_daemon.engine.pipeline")
     from mrflow_daemon.builtin.evaluate import evaluate
     from mrflow_daemon.engine.pipeline import MrFlowEngine
 
-    seen: list[float | None] = []
+    seen: list[tuple[float | None, float | None]] = []
     real_generate = MrFlowEngine.generate
 
     def spy(self: MrFlowEngine, request: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(request.guidance)
+        seen.append((request.guidance, request.refine_sigma))
         return real_generate(self, request, *args, **kwargs)
 
     monkeypatch.setattr(MrFlowEngine, "generate", spy)
     results = evaluate(
-        trained / "model", n=1, presets=["native"], out_dir=tmp_path, device="cpu", guidance=1.0
+        trained / "model",
+        n=1,
+        presets=["native", "paper"],
+        out_dir=tmp_path,
+        device="cpu",
+        guidance=1.0,
+        refine_sigma=0.2,
     )
-    assert seen == [1.0, 1.0]  # the warm-up and the one case
-    assert results["guidance"] == 1.0
+    assert seen == [(1.0, None)] * 2 + [(1.0, 0.2)] * 2  # warm-up and case, per preset
+    assert results["guidance"] == 1.0 and results["refine_sigma"] == 0.2
 
 
 @pytest.mark.parametrize(
@@ -266,6 +277,7 @@ def test_eval_guidance_reaches_every_generation(
     [
         (["--n", "0"], r"--n must be at least 1"),
         (["--guidance", "101"], r"--guidance must be between 0 and 100, not 101"),
+        (["--refine-sigma", "0"], r"--refine-sigma must be above 0 and at most 1, not 0"),
         (["--presets", "native,fastest"], r"--presets: .*fastest"),
     ],
 )

@@ -81,6 +81,7 @@ class Row:
     name: str
     passed: list[bool] = field(default_factory=list)
     checks: dict[str, list[bool]] = field(default_factory=lambda: {c: [] for c in CHECKS})
+    failed: list[list[str]] = field(default_factory=list)  # per case, the checks that failed
     edge_widths: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)  # the first GRID_ROWS, for the grid
@@ -94,6 +95,7 @@ class Row:
         self.two_shape.append(len(case.scene.shapes) == 2)
         for name, ok in result.checks().items():
             self.checks[name].append(ok)
+        self.failed.append([name for name, ok in result.checks().items() if not ok])
         width = edge_width(image, case.scene, result)
         if width is not None:
             self.edge_widths.append(width)
@@ -148,6 +150,12 @@ def _paired(native: Row, other: Row) -> dict[str, Any]:
     }
 
 
+def _staged_only(preset: str, refine_sigma: float | None) -> float | None:
+    from mrflow_daemon.engine.presets import get_preset
+
+    return refine_sigma if get_preset(preset).staged else None
+
+
 def evaluate(
     model: str | Path,
     *,
@@ -157,12 +165,15 @@ def evaluate(
     device: str | None = None,
     upscaler: str | Path | None = None,
     guidance: float | None = None,
+    refine_sigma: float | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write `results.json` and `grid.png` to `out_dir`; returns the results.
 
     `guidance` overrides the model's default guidance (for the built-in model, its true CFG scale
-    from the card; 1 turns true CFG off) for native and every preset alike.
+    from the card; 1 turns true CFG off) for native and every preset alike; `refine_sigma`
+    overrides the staged presets' refine sigma (native has none). `results["cases"]` keeps each
+    case's outcome per row, so runs can be compared pair by pair later.
     """
     import torch
 
@@ -204,6 +215,7 @@ def evaluate(
                 preset=name,
                 seed=0,
                 guidance=guidance,
+                refine_sigma=_staged_only(name, refine_sigma),
                 return_stages=False,
             )
         )
@@ -215,6 +227,7 @@ def evaluate(
                 preset=name,
                 seed=case.seed,
                 guidance=guidance,
+                refine_sigma=_staged_only(name, refine_sigma),
                 return_stages=False,
             )
             started = time.perf_counter()
@@ -233,7 +246,17 @@ def evaluate(
         "size": [SIZE, SIZE],
         "n": n,
         "guidance": guidance,
+        "refine_sigma": refine_sigma,
         "rows": {row.name: row.summary() for row in rows},
+        "cases": [
+            {
+                "caption": case.caption,
+                "seed": case.seed,
+                "unseen": rows[0].unseen[index],
+                "failed": {row.name: row.failed[index] for row in rows},
+            }
+            for index, case in enumerate(cases)
+        ],
     }
     native = by_name.get("native")
     if native is not None:

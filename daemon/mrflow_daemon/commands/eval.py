@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "true CFG scale, 2; 1 turns true CFG off)",
     )
     parser.add_argument(
+        "--refine-sigma",
+        type=float,
+        default=None,
+        help="refine sigma for every staged preset, above 0 and at most 1 (default: each "
+        "preset's; paper 0.12, text 0.18)",
+    )
+    parser.add_argument(
         "--upscaler",
         default=None,
         help="upscaler weights (default: the model folder's upscaler/*.safetensors)",
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--n must be at least 1")
     if args.guidance is not None and not 0 <= args.guidance <= 100:
         raise SystemExit(f"--guidance must be between 0 and 100, not {args.guidance:g}")
+    if args.refine_sigma is not None and not 0 < args.refine_sigma <= 1:
+        raise SystemExit(f"--refine-sigma must be above 0 and at most 1, not {args.refine_sigma:g}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     try:
         for name in presets:
@@ -95,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         upscaler=args.upscaler,
         guidance=args.guidance,
+        refine_sigma=args.refine_sigma,
         on_progress=progress,
     )
     print(format_table(results))
