@@ -272,6 +272,25 @@ def test_eval_guidance_and_refine_sigma_reach_every_generation(
     assert results["guidance"] == 1.0 and results["refine_sigma"] == 0.2
 
 
+def test_eval_can_reuse_an_earlier_runs_native_row(trained: Path, tmp_path: Path) -> None:
+    from mrflow_daemon.builtin.evaluate import NativeFromError, evaluate
+
+    model = trained / "model"
+    first = evaluate(model, n=2, presets=["native", "paper"], out_dir=tmp_path / "a", device="cpu")
+    earlier = tmp_path / "a" / "results.json"
+    second = evaluate(
+        model, n=2, presets=["paper"], out_dir=tmp_path / "b", device="cpu", native_from=earlier
+    )
+    assert "native" not in second["rows"] and second["native_from"] == str(earlier)
+    paired = ("both_pass", "only_native_passes", "only_this_passes", "difference_pp")
+    for key in paired:  # paper is seeded: the same pairs, the same comparison
+        assert second["against_native"]["paper"][key] == first["against_native"]["paper"][key]
+    with pytest.raises(NativeFromError, match="leave native out"):
+        evaluate(model, n=2, presets=["native"], out_dir=tmp_path / "c", native_from=earlier)
+    with pytest.raises(NativeFromError, match="other pairs than --n 3"):
+        evaluate(model, n=3, presets=["paper"], out_dir=tmp_path / "c", native_from=earlier)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -166,6 +166,7 @@ def evaluate(
     upscaler: str | Path | None = None,
     guidance: float | None = None,
     refine_sigma: float | None = None,
+    native_from: str | Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write `results.json` and `grid.png` to `out_dir`; returns the results.
@@ -173,7 +174,9 @@ def evaluate(
     `guidance` overrides the model's default guidance (for the built-in model, its true CFG scale
     from the card; 1 turns true CFG off) for native and every preset alike; `refine_sigma`
     overrides the staged presets' refine sigma (native has none). `results["cases"]` keeps each
-    case's outcome per row, so runs can be compared pair by pair later.
+    case's outcome per row, so runs can be compared pair by pair later: `native_from` takes the
+    native row from an earlier run's results.json (same model, pairs and guidance) instead of
+    sampling it again, which on a CPU is most of the time.
     """
     import torch
 
@@ -184,6 +187,9 @@ def evaluate(
 
     for name in presets:
         get_preset(name)  # unknown names fail here, before anything loads
+    earlier_native = (
+        _native_row(Path(native_from), model, n, guidance, presets) if native_from else None
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if upscaler is None:  # the upscaler trained with the model, when its folder has one
@@ -258,7 +264,9 @@ def evaluate(
             for index, case in enumerate(cases)
         ],
     }
-    native = by_name.get("native")
+    native = by_name.get("native") or earlier_native
+    if earlier_native is not None:
+        results["native_from"] = str(native_from)
     if native is not None:
         native_time = statistics.fmean(native.seconds)
         results["against_native"] = {
@@ -273,6 +281,33 @@ def evaluate(
     write_grid(rows, out / "grid.png")
     engine.unload()
     return results
+
+
+class NativeFromError(ValueError):
+    """`native_from` names results that cannot be compared pair by pair with this run."""
+
+
+def _native_row(
+    path: Path, model: str | Path, n: int, guidance: float | None, presets: Sequence[str]
+) -> Row:
+    """The native row of an earlier run, checked to be comparable pair by pair with this one."""
+    if "native" in presets:
+        raise NativeFromError("it replaces the native row: leave native out of --presets")
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        cases, summary = earlier["cases"], earlier["rows"]["native"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise NativeFromError(f"{path} has no native row to compare with ({exc})") from None
+    expected = [(case.caption, case.seed) for case in eval_cases(n)]
+    if [(c["caption"], c["seed"]) for c in cases] != expected:
+        raise NativeFromError(f"{path} was run on other pairs than --n {n}; use the same --n")
+    for key, value in (("model", str(model)), ("guidance", guidance)):
+        if earlier.get(key) != value:
+            raise NativeFromError(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
+    row = Row("native")
+    row.passed = [not case["failed"]["native"] for case in cases]
+    row.seconds = [summary["seconds_per_image_mean"]] * len(cases)
+    return row
 
 
 def write_grid(rows: Sequence[Row], path: Path) -> None:

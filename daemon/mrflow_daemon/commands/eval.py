@@ -47,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "preset's; paper 0.12, text 0.18)",
     )
     parser.add_argument(
+        "--native-from",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="compare against the native row of an earlier run's results.json (same model, "
+        "--n and --guidance) instead of sampling native again",
+    )
+    parser.add_argument(
         "--upscaler",
         default=None,
         help="upscaler weights (default: the model folder's upscaler/*.safetensors)",
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
-    from mrflow_daemon.builtin.evaluate import evaluate, format_table
+    from mrflow_daemon.builtin.evaluate import NativeFromError, evaluate, format_table
     from mrflow_daemon.engine.presets import UnknownPresetError, get_preset
 
     if args.n < 1:
@@ -96,17 +104,21 @@ def run(args: argparse.Namespace) -> int:
         if done == total:
             bars[name].close()
 
-    results = evaluate(
-        _resolve_model(args.model),
-        n=args.n,
-        presets=presets,
-        out_dir=args.out,
-        device=args.device,
-        upscaler=args.upscaler,
-        guidance=args.guidance,
-        refine_sigma=args.refine_sigma,
-        on_progress=progress,
-    )
+    try:
+        results = evaluate(
+            _resolve_model(args.model),
+            n=args.n,
+            presets=presets,
+            out_dir=args.out,
+            device=args.device,
+            upscaler=args.upscaler,
+            guidance=args.guidance,
+            refine_sigma=args.refine_sigma,
+            native_from=args.native_from,
+            on_progress=progress,
+        )
+    except NativeFromError as exc:  # checked before anything loads
+        raise SystemExit(f"--native-from: {exc}") from None
     print(format_table(results))
     print(
         json.dumps({"results": str(args.out / "results.json"), "grid": str(args.out / "grid.png")})
