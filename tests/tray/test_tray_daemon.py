@@ -136,6 +136,7 @@ def test_actions_drive_the_daemon_and_the_icon_follows_its_status(
 
         # Quit leaves a daemon the tray did not start running.
         tray.actions["quit"].trigger()
+        tray.wait_for_quit()
         assert probe.ping() > 0
         assert not daemon.stopping  # it was not asked to shut down
     finally:
@@ -190,6 +191,8 @@ def test_the_tray_starts_a_daemon_restarts_it_and_stops_it_on_quit(
     assert second is not None and second.pid != first.pid and second.poll() is None
 
     tray.actions["quit"].trigger()
+    assert not tray.icon.isVisible()  # gone at once, while the daemon stops in the background
+    tray.wait_for_quit()
     assert second.wait(timeout=30) == 0
     assert controller.daemon_process is None
 

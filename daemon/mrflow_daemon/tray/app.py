@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QUrl, Signal
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
@@ -42,6 +42,7 @@ class Tray(QObject):
         self._open_url = open_url
         self._quit_app = quit_app or QApplication.quit
         self._workers: list[threading.Thread] = []
+        self._stopping: threading.Thread | None = None
         self._bridge = _Bridge()
         self._bridge.changed.connect(self._show)
         controller.on_change = self._bridge.changed.emit
@@ -147,7 +148,25 @@ class Tray(QObject):
         self.actions["autostart"].setChecked(autostart.is_enabled())
 
     def quit(self) -> None:
-        self.wait_for_actions()
-        self.controller.stop()  # stops the daemon only if the tray started it
+        """Hide at once, then stop (the daemon too, if the tray started it) off the GUI thread:
+        a clean stop can wait for a step, and the desktop must not freeze meanwhile."""
         self.icon.hide()
+
+        def stop() -> None:
+            self.wait_for_actions()
+            self.controller.stop()
+
+        self._stopping = threading.Thread(target=stop, name="mrflow-tray-quit", daemon=True)
+        self._stopping.start()
+        self._quit_when_stopped()
+
+    def _quit_when_stopped(self) -> None:
+        if self._stopping is not None and self._stopping.is_alive():
+            QTimer.singleShot(100, self._quit_when_stopped)
+            return
         self._quit_app()
+
+    def wait_for_quit(self, timeout: float = 90.0) -> None:
+        """Block until a quit's stop is done (for tests)."""
+        if self._stopping is not None:
+            self._stopping.join(timeout)
