@@ -182,6 +182,9 @@ def test_fill_selection_in_real_krita(tmp_path: Path, daemon: tuple[int, dict[st
     assert report["alpha_outside_max"] == 0, "nothing may be painted far outside the selection"
     assert report["background_untouched"] is True
     assert report["history"] == 1
+    # Select All + Refine: opaque up to the canvas edge (no feathered fade where it ends).
+    assert report["select_all_layer"].startswith("[MrFlow]")
+    assert report["select_all_edge_alpha_min"] == 255
     preview = next(step for step in report["steps"] if step["step"] == "preview")
     assert preview["locked"] is True and preview["active"] == "Background"
 

@@ -3,7 +3,8 @@
 Installed next to the plugin in a temporary Krita profile. Once Krita's window exists it
 opens a document, paints it, selects a rectangle, shows the MrFlow docker, types a prompt,
 triggers the *Fill selection* action, waits for the result, takes a screenshot, presses
-Apply, and writes what it saw to $MRFLOW_E2E_DIR/report.json. Then it ends Krita (which may
+Apply (and undoes it), then selects everything and runs *Refine*, and writes what it saw to
+$MRFLOW_E2E_DIR/report.json. Then it ends Krita (which may
 crash on exit: the test judges the report, not the exit code).
 """
 
@@ -209,6 +210,53 @@ def screenshot() -> None:
     Krita.instance().action("edit_undo").trigger()
     document.waitForDone()
     report["layers_after_undo"] = [n.name() for n in document.topLevelNodes()]
+    QTimer.singleShot(100, refine_everything)
+
+
+@guarded
+def refine_everything() -> None:
+    """Select All, then Refine: the result must be opaque up to the canvas edge (a feathered
+    selection fades out there unless the plugin continues it past the canvas)."""
+    from mrflow_krita.runtime import Runtime
+
+    document = state["document"]
+    selection = Selection()
+    selection.select(0, 0, WIDTH, HEIGHT, 255)
+    document.setSelection(selection)
+    controller = Runtime.get().controller
+    before = set(controller.jobs)
+    Krita.instance().action("mrflow_refine").trigger()
+    started = [job for key, job in controller.jobs.items() if key not in before]
+    step("refine triggered", jobs=len(started), error=controller.last_error)
+    if not started:
+        return finish(f"Refine started no job: {controller.last_error}")
+    state["job"] = started[-1]
+    state["deadline"] = time.monotonic() + TIMEOUT_S
+    QTimer.singleShot(100, wait_refined)
+
+
+@guarded
+def wait_refined() -> None:
+    job = state["job"]
+    if not job.state.finished:
+        if time.monotonic() > state["deadline"]:
+            return finish(f"no refine result in time: {job.status_text}")
+        QTimer.singleShot(100, wait_refined)
+        return
+    if job.state.value != "done":
+        return finish(f"the refine job ended as {job.state.value}: {job.error}")
+    document = state["document"]
+    docker_widget().widget().apply.click()
+    document.waitForDone()
+    layer = document.topLevelNodes()[-1]
+    edges = [
+        bytes(layer.pixelData(0, 0, WIDTH, 1))[3::4],  # top row
+        bytes(layer.pixelData(0, HEIGHT - 1, WIDTH, 1))[3::4],  # bottom row
+        bytes(layer.pixelData(0, 0, 1, HEIGHT))[3::4],  # left column
+        bytes(layer.pixelData(WIDTH - 1, 0, 1, HEIGHT))[3::4],  # right column
+    ]
+    report["select_all_layer"] = layer.name()
+    report["select_all_edge_alpha_min"] = min(min(edge) for edge in edges)
     finish()
 
 
