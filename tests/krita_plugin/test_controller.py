@@ -437,6 +437,19 @@ def test_reconnecting_reattaches_to_unfinished_jobs(
     assert job.state is JobState.FAILED
 
 
+def preview(job_id: str, step: int, total: int, color: tuple[int, int, int]) -> m.Preview:
+    """An 8 x 8 one-colour preview of step `step` of `total`."""
+    return m.Preview(
+        job_id=job_id,
+        step=step,
+        total=total,
+        image=png(color, (8, 8)),
+        format="png",
+        width=8,
+        height=8,
+    )
+
+
 def test_fast_previews_are_thinned_out_but_the_last_step_is_shown(
     krita: Krita, controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -446,23 +459,12 @@ def test_fast_previews_are_thinned_out_but_the_last_step_is_shown(
     document = painted_document(krita)
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
 
-    def preview(step: int, color: tuple[int, int, int]) -> m.Preview:
-        return m.Preview(
-            job_id=job.id,
-            step=step,
-            total=3,
-            image=png(color, (8, 8)),
-            format="png",
-            width=8,
-            height=8,
-        )
-
-    controller.handle(preview(1, (255, 0, 0)))
+    controller.handle(preview(job.id, 1, 3, (255, 0, 0)))
     layer = document.topLevelNodes()[-1]
     assert layer.pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
-    controller.handle(preview(2, (0, 255, 0)))  # right after the first: skipped
+    controller.handle(preview(job.id, 2, 3, (0, 255, 0)))  # right after the first: skipped
     assert layer.pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
-    controller.handle(preview(3, (0, 0, 255)))  # the last step: always painted
+    controller.handle(preview(job.id, 3, 3, (0, 0, 255)))  # the last step: always painted
     assert layer.pixelData(0, 0, 1, 1) == bytes([255, 0, 0, 255])
 
 
@@ -483,17 +485,7 @@ def test_previews_that_queued_up_during_a_slow_paint_are_skipped(
     document = painted_document(krita)
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
     for step, color in ((1, (255, 0, 0)), (2, (0, 255, 0))):
-        controller.handle(
-            m.Preview(
-                job_id=job.id,
-                step=step,
-                total=9,
-                image=png(color, (8, 8)),
-                format="png",
-                width=8,
-                height=8,
-            )
-        )
+        controller.handle(preview(job.id, step, 9, color))
     # Step 2 arrived while step 1 was being painted: stale, not painted.
     assert document.topLevelNodes()[-1].pixelData(0, 0, 1, 1) == bytes([0, 0, 255, 255])
 
