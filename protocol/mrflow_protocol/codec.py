@@ -67,6 +67,22 @@ def _to_wire(value: Any) -> Any:
 # --- decoding ----------------------------------------------------------------------------
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _map_without_duplicates(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A msgpack map as a dict, refusing a repeated key (msgpack itself keeps the last one)."""
+    result: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
 def decode(
     frame: bytes | bytearray | memoryview | str, *, limits: Limits | None = None
 ) -> Message | Unknown:
@@ -85,7 +101,18 @@ def decode(
             f"the frame has {len(frame)} bytes; allowed: at most {limits.max_frame_bytes}",
         )
     try:
-        raw = msgpack.unpackb(frame, raw=False, strict_map_key=False, use_list=True, timestamp=0)
+        raw = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=False,
+            use_list=True,
+            timestamp=0,
+            object_pairs_hook=_map_without_duplicates,
+        )
+    except _DuplicateKey as exc:
+        raise ProtocolError(
+            ErrorCode.MALFORMED_FRAME, f"a map holds the key {exc.key!r} twice; keys must be unique"
+        ) from None
     except Exception as exc:  # msgpack raises many kinds for broken input; all mean the same
         raise ProtocolError(
             ErrorCode.MALFORMED_FRAME, f"not a msgpack frame ({type(exc).__name__}: {exc})"

@@ -115,6 +115,13 @@ def test_error_carries_the_job_id_so_the_daemon_can_route_it() -> None:
         (msgpack.packb({"job_id": "x"}), "no `type`"),
         (msgpack.packb({"type": 3}), "type must be a string"),
         (msgpack.packb({"type": ""}), "type has 0 characters"),
+        # A map of two entries with the same key: msgpack alone would keep the last one.
+        (b"\x82" + (msgpack.packb("type") + msgpack.packb("ping")) * 2, "the key 'type' twice"),
+        (
+            b"\x82\xa4type\xa8generate\xa6params\x82"
+            + (msgpack.packb("steps") + msgpack.packb(4)) * 2,
+            "the key 'steps' twice",
+        ),
     ],
 )
 def test_malformed_frames(data: bytes, what: str) -> None:
