@@ -20,6 +20,8 @@ from mrflow_daemon.client import (
 from mrflow_protocol import Error, Preview, Progress, Queued, Result, StageImage, Status
 from PIL import Image
 
+from .conftest import UNTIL_CANCELLED
+
 if TYPE_CHECKING:
     from .conftest import LiveDaemon
 
@@ -112,7 +114,7 @@ def test_threads_share_one_client_and_get_only_their_own_jobs(client: Client) ->
 
 
 def test_cancel_a_running_job(client: Client) -> None:
-    job = client.generate("a slow painting", width=64, height=64, steps=40)
+    job = client.generate(f"a slow painting {UNTIL_CANCELLED}", width=64, height=64, steps=40)
     for event in job.events(timeout=120):
         if isinstance(event, Preview):  # it is running
             job.cancel()
@@ -234,7 +236,9 @@ def test_closing_the_client_during_a_job_raises_connection_lost_and_the_job_goes
     live_daemon: LiveDaemon,
 ) -> None:
     client = connect(live_daemon.url, live_daemon.token)
-    job = client.generate("a long one", width=64, height=64, steps=30, previews=False)
+    job = client.generate(
+        f"a long one {UNTIL_CANCELLED}", width=64, height=64, steps=30, previews=False
+    )
     assert isinstance(next(iter(job)), Queued)
     client.close()
     with pytest.raises(ConnectionLost):
