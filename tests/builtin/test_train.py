@@ -228,10 +228,10 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert list(rows) == ["ground_truth", "vae", "native", "paper"]
     assert rows["ground_truth"]["all_checks_pass"] == 1.0
     assert rows["paper"]["n"] == 2
-    from mrflow_daemon.builtin.world import eval_cases, scene_unseen
+    from mrflow_daemon.builtin.world import eval_cases
 
-    unseen = [scene_unseen(case.scene) for case in eval_cases(2)]
-    assert rows["native"]["unseen_scenes"]["n"] == sum(unseen)
+    two_shapes = [len(case.scene.shapes) == 2 for case in eval_cases(2)]
+    assert rows["native"]["two_shapes"]["n"] == sum(two_shapes)
     cases = results["cases"]
     assert [c["caption"] for c in cases] == [c.caption for c in eval_cases(2)]
     assert all(c["failed"]["ground_truth"] == [] for c in cases)

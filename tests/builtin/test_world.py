@@ -10,9 +10,12 @@ from mrflow_daemon.builtin.world import (
     BACKGROUND_COLOURS,
     SHAPE_COLOURS,
     CaptionError,
+    Scene,
     Shape,
+    all_scenes,
     eval_cases,
     is_eval_caption,
+    is_held_out,
     make_scene,
     parse_caption,
     render_batch,
@@ -78,13 +81,41 @@ def test_colours_are_far_apart() -> None:
         assert all(_distance(a, b) > 75 for b in backgrounds[i + 1 :])
 
 
-def test_training_never_draws_a_held_out_caption() -> None:
+def test_training_never_draws_a_held_out_scene_in_any_phrasing() -> None:
     rng = random.Random(1)
-    assert not any(is_eval_caption(sample_train_scene(rng).caption()) for _ in range(2000))
+    for _ in range(3000):
+        scene = sample_train_scene(rng)
+        assert not is_held_out(scene)
+        assert not is_held_out(Scene(tuple(reversed(scene.shapes)), scene.background))
     cases = eval_cases(200)
-    assert all(is_eval_caption(c.caption) for c in cases)
+    assert all(is_held_out(c.scene) for c in cases)
     assert cases == eval_cases(200)  # fixed, reproducible
     assert len({(c.caption, c.seed) for c in cases}) == 200
+
+
+def test_the_held_out_scenes_are_those_whose_every_phrasing_is_a_held_out_caption() -> None:
+    scenes = all_scenes()
+    assert len(scenes) == 270 + 8100  # each scene once, whatever its phrasing
+    held_out = [scene for scene in scenes if is_held_out(scene)]
+    assert (len(held_out), sum(len(s.shapes) == 1 for s in held_out)) == (160, 33)
+    for scene in scenes[270:400]:
+        twin = Scene(tuple(reversed(scene.shapes)), scene.background)
+        both = is_eval_caption(scene.caption()) and is_eval_caption(twin.caption())
+        assert is_held_out(scene) == is_held_out(twin) == both
+    # A held-out caption whose twin is a training caption is not held out: training draws it.
+    leaky = next(
+        s
+        for s in scenes[270:]
+        if is_eval_caption(s.caption())
+        and not is_eval_caption(Scene(tuple(reversed(s.shapes)), s.background).caption())
+    )
+    assert not is_held_out(leaky)
+
+
+def test_evaluation_keeps_the_training_share_of_two_shape_scenes() -> None:
+    cases = eval_cases(500)
+    two = sum(len(c.scene.shapes) == 2 for c in cases)
+    assert 0.5 < two / 500 < 0.7  # TWO_SHAPE_PROBABILITY is 0.6
 
 
 def test_rendering_is_deterministic_and_sized() -> None:
@@ -102,15 +133,3 @@ def test_rendered_pixels_show_the_named_colours() -> None:
     corner = (image[:, 2, 2] * 255).round()
     assert torch.equal(centre, torch.tensor(SHAPE_COLOURS["blue"], dtype=torch.float32))
     assert torch.equal(corner, torch.tensor(BACKGROUND_COLOURS["brown"], dtype=torch.float32))
-
-
-def test_a_held_out_caption_whose_other_phrasing_was_trained_is_not_unseen() -> None:
-    from mrflow_daemon.builtin.world import Scene, eval_cases, is_eval_caption, scene_unseen
-
-    cases = [case.scene for case in eval_cases(200)]
-    one = next(scene for scene in cases if len(scene.shapes) == 1)
-    assert scene_unseen(one)  # a single shape has one phrasing, and it is held out
-    for scene in (s for s in cases if len(s.shapes) == 2):
-        twin = Scene(tuple(reversed(scene.shapes)), scene.background)
-        assert scene_unseen(scene) == is_eval_caption(twin.caption())
-    assert sum(scene_unseen(scene) for scene in cases) == 90  # of 200: the rest leak
