@@ -31,6 +31,7 @@ from mrflow_krita.settings import Settings
 log = logging.getLogger(__name__)
 
 PREVIEW_PREFIX = "[MrFlow preview]"
+RETIRED_PREFIX = "[MrFlow discarded]"
 PREVIEW_FPS = 6.0
 
 
@@ -384,11 +385,15 @@ class Controller:
         document = document_by_key(job.document_key)
         if document is None or self._refuse_if_resized(document, job.canvas):
             return None
-        # Remove the preview first, so Ctrl+Z right after Apply removes exactly the new layer.
-        self._remove_preview(job)
-        node = document.add_result_layer(
-            layer_name(job.prompt, job.seed or 0), job.target, self._shaped(job, job.result_png)
-        )
+        name = layer_name(job.prompt, job.seed or 0)
+        pixels = self._shaped(job, job.result_png)
+        # The preview becomes the layer: the step that added it is the job's one undo step.
+        node = None
+        if job.preview_node is not None:
+            node = document.finish_preview(job.preview_node, name, job.target, pixels)
+            job.preview_node = None
+        if node is None:  # the artist deleted the preview layer
+            node = document.add_result_layer(name, job.target, pixels)
         job.state = JobState.APPLIED
         self._changed()
         return node
@@ -434,7 +439,7 @@ class Controller:
             return
         document = document_by_key(job.document_key)
         if document is not None:
-            document.remove_node(job.preview_node)
+            document.retire_preview(job.preview_node, f"{RETIRED_PREFIX} {job.prompt[:40]}")
         job.preview_node = None
 
     # --- documents ------------------------------------------------------------------------

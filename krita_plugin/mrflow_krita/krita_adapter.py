@@ -175,6 +175,37 @@ class DocumentAdapter:
         self.refresh()
         return True
 
+    def finish_preview(self, node_id: str, name: str, rect: Rect, pixels: bytes) -> str | None:
+        """Turn the preview layer into a normal active layer holding `pixels`, under `name`;
+        None when the user deleted the preview layer.
+
+        The layer stays where the preview was added, so the undo step that added it is the
+        job's only one: Ctrl+Z takes the result away. Removing the preview and adding a new
+        layer instead would leave a step that brings the locked preview back on a second Ctrl+Z
+        (renaming, locking and pixel writes from Python are not undo steps in Krita).
+        """
+        node = self.find_node(node_id)
+        if node is None:
+            return None
+        node.setPixelData(pixels, rect.x, rect.y, rect.width, rect.height)
+        node.setName(name)
+        node.setLocked(False)
+        node.setVisible(True)
+        self.document.setActiveNode(node)
+        self.refresh()
+        return node_id
+
+    def retire_preview(self, node_id: str, name: str) -> None:
+        """Remove a preview layer, first renamed and unlocked: an undo that brings it back
+        then brings back an ordinary layer named for what happened, not a live-looking preview."""
+        node = self.find_node(node_id)
+        if node is not None:
+            node.setName(name)
+            node.setLocked(False)
+            node.remove()
+            self.document.waitForDone()
+            self.refresh()
+
     def add_result_layer(self, name: str, rect: Rect, pixels: bytes) -> str:
         """A normal paint layer on top with `pixels` in `rect`, added as one undoable step."""
         node = self.document.createNode(name, "paintlayer")
@@ -182,13 +213,6 @@ class DocumentAdapter:
         self._add_on_top(node, keep_active=False)  # like any new layer in Krita: it is active
         self.refresh()
         return str(node.uniqueId().toString())
-
-    def remove_node(self, node_id: str) -> None:
-        node = self.find_node(node_id)
-        if node is not None:
-            node.remove()
-            self.document.waitForDone()
-            self.refresh()
 
     def refresh(self) -> None:
         self.document.refreshProjection()

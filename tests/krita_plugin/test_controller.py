@@ -163,6 +163,7 @@ def test_apply_makes_one_named_undoable_layer_and_leaves_the_users_layer_alone(
     document = painted_document(krita)
     background = document.topLevelNodes()[0]
     before = background.pixelData(0, 0, 96, 64)
+    undo_steps = len(document._undo_stack)
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("blue sea"))
     finish(controller, job.id, (0, 0, 255), (256, 176), seed=42)
     assert job.state is JobState.DONE and job.seed == 42
@@ -173,9 +174,39 @@ def test_apply_makes_one_named_undoable_layer_and_leaves_the_users_layer_alone(
     assert not result.locked() and result.pixelData(10, 10, 1, 1) == bytes([255, 0, 0, 255])
     assert document.activeNode() is result  # like any new layer in Krita
     assert background.pixelData(0, 0, 96, 64) == before
-    document.undo()  # Ctrl+Z right after Apply takes exactly the new layer away
+    # The whole job is one undo step (the preview became the layer): Ctrl+Z right after Apply
+    # takes exactly the new layer away, and no second Ctrl+Z brings a stale preview back.
+    assert len(document._undo_stack) == undo_steps + 1
+    document.undo()
     assert [node.name() for node in document.topLevelNodes()] == ["Background"]
+    assert len(document._undo_stack) == undo_steps
     assert job.state is JobState.APPLIED
+
+
+def test_apply_after_the_artist_deleted_the_preview_adds_a_new_layer(
+    krita: Krita, controller: Controller
+) -> None:
+    document = painted_document(krita)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("a kite"))
+    finish(controller, job.id, (0, 0, 255), (256, 176), seed=3)
+    document.topLevelNodes()[-1].remove()  # the preview layer, deleted by hand
+    controller.apply(job.id)
+    (_, result) = document.topLevelNodes()
+    assert result.name() == "[MrFlow] a kite (3)" and not result.locked()
+    assert result.pixelData(10, 10, 1, 1) == bytes([255, 0, 0, 255])
+
+
+def test_undoing_a_discard_brings_back_an_ordinary_layer_not_a_preview(
+    krita: Krita, controller: Controller
+) -> None:
+    document = painted_document(krita)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("a boat"))
+    finish(controller, job.id, (0, 0, 255), (256, 176))
+    controller.discard(job.id)
+    assert [node.name() for node in document.topLevelNodes()] == ["Background"]
+    document.undo()  # Ctrl+Z after Discard
+    back = document.topLevelNodes()[-1]
+    assert back.name() == "[MrFlow discarded] a boat" and not back.locked()
 
 
 def test_fill_selection_sends_context_image_and_mask_and_shapes_the_result(

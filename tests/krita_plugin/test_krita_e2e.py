@@ -177,6 +177,10 @@ def test_fill_selection_in_real_krita(tmp_path: Path, daemon: tuple[int, dict[st
     assert report["layers"][-1].startswith("[MrFlow] a lighthouse on a cliff at dusk (")
     assert not [name for name in report["layers"] if name.startswith("[MrFlow preview]")]
     assert report["layers_after_undo"] == report["layers"][:-1], "Apply must be one undo step"
+    assert not [n for n in report["layers_after_second_undo"] if n.startswith("[MrFlow")], (
+        "a second Ctrl+Z after Apply brought a MrFlow layer back"
+    )
+    assert report["layers_after_redo"] == report["layers"], "redo must bring the result back"
     assert report["result_layer"]["locked"] is False
     assert report["alpha_inside_min"] == 255, "the result must cover the middle of the selection"
     assert report["alpha_outside_max"] == 0, "nothing may be painted far outside the selection"

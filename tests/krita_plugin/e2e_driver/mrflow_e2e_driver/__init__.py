@@ -210,6 +210,14 @@ def screenshot() -> None:
     Krita.instance().action("edit_undo").trigger()
     document.waitForDone()
     report["layers_after_undo"] = [n.name() for n in document.topLevelNodes()]
+    # A second Ctrl+Z must not bring back the job's preview layer; redo both to go on.
+    Krita.instance().action("edit_undo").trigger()
+    document.waitForDone()
+    report["layers_after_second_undo"] = [n.name() for n in document.topLevelNodes()]
+    for _ in range(2):
+        Krita.instance().action("edit_redo").trigger()
+        document.waitForDone()
+    report["layers_after_redo"] = [n.name() for n in document.topLevelNodes()]
     QTimer.singleShot(100, refine_everything)
 
 
