@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,11 @@ def test_reuse_parts_rejects_a_model_of_other_sizes(trained: Path, tmp_path: Pat
     [
         (["--continue-transformer"], r"--continue-transformer needs --reuse-parts"),
         (["--data-pool", "-1"], r"--data-pool must be 0 or a positive number of steps, got -1"),
+        (["--time-budget", "nan"], r"--time-budget must be a positive, finite number .* got nan"),
+        (["--time-budget", "inf"], r"--time-budget must be a positive, finite number .* got inf"),
+        (["--quick-check", "-1"], r"--quick-check must be 0 \(skip\) or more prompts, got -1"),
+        (["--device", "gpu0"], r"--device: 'gpu0' is not a torch device; allowed: cpu, cuda"),
+        (["--device", "meta"], r"--device: training runs on cpu or cuda\[:N\], not 'meta'"),
     ],
 )
 def test_train_command_rejects_bad_transformer_options(argv: list[str], message: str) -> None:
@@ -156,8 +163,43 @@ def test_train_command_names_the_part_of_another_size(trained: Path, tmp_path: P
     command, args = _train_command_args(
         "--config", "cpu", "--reuse-parts", str(trained / "model"), "--out", str(tmp_path)
     )
+    (tmp_path / "train_log.jsonl").write_text("the previous run's log\n")
     with pytest.raises(SystemExit, match=r"--reuse-parts: .*its vae does not match config 'cpu'"):
         command.run(args)
+    assert (tmp_path / "train_log.jsonl").is_file()  # a wrong model costs nothing
+
+
+def test_a_fresh_run_in_an_old_run_folder_drops_its_checkpoints(
+    trained: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(trained / "checkpoints", tmp_path / "checkpoints")
+    assert sorted(p.stem for p in (tmp_path / "checkpoints").glob("*.pt")) == [
+        "text",
+        "transformer",
+        "upscaler",
+        "vae",
+    ]
+    trainer = Trainer(get_config("tiny"), tmp_path, progress=False)  # no --resume
+    assert list((tmp_path / "checkpoints").glob("*.pt")) == []
+    # so a later --resume of this run cannot load the old run's parts as finished
+    trainer.train_vae()
+    resumed = Trainer(get_config("tiny"), tmp_path, progress=False, resume=True)
+    resumed.train_upscaler()
+    assert resumed.states["upscaler"].metrics.get("reused_from") is None
+    assert resumed.states["upscaler"].step == 3  # trained now, not loaded
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(trained: Path, tmp_path: Path) -> None:
+    from mrflow_daemon.builtin.train import ResumeMismatch
+
+    shutil.copytree(trained / "checkpoints", tmp_path / "checkpoints")
+    config = get_config("tiny")
+    other = replace(config, seed=5, transformer=replace(config.transformer, kind_loss_weight=2.0))
+    trainer = Trainer(other, tmp_path, progress=False, resume=True)
+    with pytest.raises(ResumeMismatch, match=r"its vae was trained with seed 0 \(now 5\)"):
+        trainer.train_vae()
+    with pytest.raises(ResumeMismatch, match=r"kind_loss_weight 0.0 \(now 2.0\), seed 0"):
+        trainer.train_transformer()
 
 
 def test_training_is_seeded(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ LOG_EVERY = 25  # steps between train_log.jsonl lines
 MAX_SKIPPED_IN_A_ROW = 20
 
 
+class ResumeMismatch(ValueError):
+    """A checkpoint in the run folder was trained with other settings than this run's."""
+
+
 @dataclass
 class PartState:
     step: int = 0
@@ -156,8 +160,6 @@ class Trainer:
         self.keep_going = keep_going
         self.states = {part: PartState() for part in PARTS}
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (self.out / "train_log.jsonl").unlink(missing_ok=True)
 
         from diffusers.utils import logging as diffusers_logging
 
@@ -172,8 +174,15 @@ class Trainer:
         self.upscaler.to(self.device)
         # Parts whose checkpoints come from an exported model: loaded even without `resume`.
         self.reused: set[str] = set()
-        if reuse_parts is not None:
+        if reuse_parts is not None:  # first: a model that does not fit must not cost the old log
             self._reuse_parts(Path(reuse_parts), continue_transformer)
+        if not resume:
+            # A fresh run: an earlier run's checkpoints in this folder would be loaded as this
+            # run's finished parts by a later --resume, mixing two models without a word.
+            for path in (self.out / "checkpoints").glob("*.pt"):
+                if path.stem not in self.reused:
+                    path.unlink()
+            (self.out / "train_log.jsonl").unlink(missing_ok=True)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -182,11 +191,8 @@ class Trainer:
         share = self.config.time_shares[PARTS.index(part)]
         if self.time_budget is not None:
             return share * self.time_budget
-        return (
-            share / sum(self.config.time_shares) * self.config.cpu_time_cap
-            if not self.cuda
-            else math.inf
-        )
+        # The shares leave the same 5% for export and checks as with --time-budget.
+        return share * self.config.cpu_time_cap if not self.cuda else math.inf
 
     def max_steps(self, part: str) -> int:
         steps = {
@@ -211,8 +217,18 @@ class Trainer:
     def _checkpoint_path(self, part: str) -> Path:
         return self.out / "checkpoints" / f"{part}.pt"
 
+    def _recipe(self, part: str) -> dict[str, Any]:
+        """What a part's checkpoint was trained with: resuming must not change it."""
+        section = {
+            "vae": self.config.vae,
+            "upscaler": self.config.upscaler,
+            "text": self.config.text,
+            "transformer": self.config.transformer,
+        }[part]
+        return {"config": self.config.name, "seed": self.config.seed, **asdict(section)}
+
     def _save(self, part: str, payload: dict[str, Any]) -> None:
-        payload = {**payload, "state": asdict(self.states[part])}
+        payload = {**payload, "state": asdict(self.states[part]), "recipe": self._recipe(part)}
         path = self._checkpoint_path(part)
         tmp = path.with_suffix(".tmp")
         torch.save(payload, tmp)
@@ -223,6 +239,17 @@ class Trainer:
         if not ((self.resume or part in self.reused) and path.exists()):
             return None
         payload = torch.load(path, map_location=self.device, weights_only=False)
+        saved, wanted = payload.get("recipe"), self._recipe(part)
+        if saved is not None and saved != wanted:  # checkpoints before 2026-11-27 have none
+            differing = ", ".join(
+                f"{key} {saved.get(key)!r} (now {wanted.get(key)!r})"
+                for key in sorted(set(saved) | set(wanted))
+                if saved.get(key) != wanted.get(key)
+            )
+            raise ResumeMismatch(
+                f"{path}: its {part} was trained with {differing}; resume with the options it "
+                "started with, or start a fresh run in another --out"
+            )
         self.states[part] = PartState(**payload["state"])
         return payload
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -105,20 +106,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise SystemExit(
+            f"--device: {device!r} is not a torch device; allowed: cpu, cuda, cuda:N"
+        ) from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type != "cuda":
+        raise SystemExit(f"--device: training runs on cpu or cuda[:N], not {device!r}")
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here; use --device cpu")
+    count = torch.cuda.device_count()
+    if parsed.index is not None and parsed.index >= count:
+        raise SystemExit(f"--device {device}: this machine has cuda:0 to cuda:{count - 1}")
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dataclasses import replace
 
     from mrflow_daemon.builtin.config import get_config
-    from mrflow_daemon.builtin.train import Trainer
+    from mrflow_daemon.builtin.train import ResumeMismatch, Trainer
 
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise SystemExit("--time-budget must be a positive number of seconds")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device is available here; use --device cpu")
+    if args.time_budget is not None and not (
+        math.isfinite(args.time_budget) and args.time_budget > 0
+    ):
+        raise SystemExit(
+            f"--time-budget must be a positive, finite number of seconds, got {args.time_budget}"
+        )
+    if args.quick_check < 0:
+        raise SystemExit(f"--quick-check must be 0 (skip) or more prompts, got {args.quick_check}")
+    _check_device(args.device)
+    if args.device.startswith("cuda") and args.data_pool is not None:
+        raise SystemExit(
+            "--data-pool is for CPU runs: on CUDA every step draws fresh pictures (the GPU renders "
+            "them faster than it trains); leave it out"
+        )
     if args.caption_dropout is not None and not 0 <= args.caption_dropout < 1:
         raise SystemExit(
             f"--caption-dropout must be at least 0 and below 1, got {args.caption_dropout}"
@@ -163,7 +191,10 @@ def run(args: argparse.Namespace) -> int:
         if args.reuse_parts is None:
             raise
         raise SystemExit(f"--reuse-parts: {exc}") from None
-    summary = trainer.run(quick_check=args.quick_check)
+    try:
+        summary = trainer.run(quick_check=args.quick_check)
+    except ResumeMismatch as exc:
+        raise SystemExit(f"--resume: {exc}") from None
     short = {
         "model_dir": summary["model_dir"],
         "model_megabytes": round(summary["model_bytes"] / 1e6, 2),
