@@ -331,6 +331,14 @@ def test_eval_can_reuse_an_earlier_runs_native_row(trained: Path, tmp_path: Path
         evaluate(model, n=2, presets=["native"], out_dir=tmp_path / "c", native_from=earlier)
     with pytest.raises(NativeFromError, match="other pairs than --n 3"):
         evaluate(model, n=3, presets=["paper"], out_dir=tmp_path / "c", native_from=earlier)
+    elsewhere = json.loads(earlier.read_text())
+    elsewhere["device"] = "cuda:0"  # a native row timed on another machine
+    (tmp_path / "gpu.json").write_text(json.dumps(elsewhere))
+    with pytest.raises(NativeFromError, match="was run with device 'cuda:0', not 'cpu'"):
+        evaluate(
+            model, n=2, presets=["paper"], out_dir=tmp_path / "d", native_from=tmp_path / "gpu.json"
+        )
+    assert first["scenes"] == 2  # held-out scenes, in either phrasing
 
 
 @pytest.mark.parametrize(
@@ -338,8 +346,11 @@ def test_eval_can_reuse_an_earlier_runs_native_row(trained: Path, tmp_path: Path
     [
         (["--n", "0"], r"--n must be at least 1"),
         (["--guidance", "101"], r"--guidance must be between 0 and 100, not 101"),
-        (["--refine-sigma", "0"], r"--refine-sigma must be above 0 and at most 1, not 0"),
+        (["--refine-sigma", "0"], r"--refine-sigma must be between 0.0001 and 1, not 0"),
+        (["--refine-sigma", "5e-05"], r"--refine-sigma must be between 0.0001 and 1, not 5e-05"),
         (["--presets", "native,fastest"], r"--presets: .*fastest"),
+        (["--presets", "paper,native,paper"], r"--presets: name each preset once; .*: paper"),
+        (["--model", "/no/such/model"], r"--model: .*/no/such/model"),
     ],
 )
 def test_eval_command_rejects_bad_arguments(argv: list[str], message: str) -> None:

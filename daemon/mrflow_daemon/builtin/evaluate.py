@@ -50,8 +50,10 @@ def paired_difference_interval(
 
     Newcombe's hybrid score interval for paired proportions: the two Wilson intervals, combined
     through the correlation of the pairs (without a continuity correction). It never leaves
-    [-1, 1]; when no pair disagrees it narrows to (almost) zero width, e.g. [0, 0] for 100 pairs
-    passing both and 100 failing both.
+    [-1, 1]. When no pair disagrees it can collapse: [0, 0] for 100 pairs passing both and 100
+    failing both (the pairs then correlate perfectly); when every pair passes both (or fails
+    both) the correlation is undefined, taken as 0, and the interval is the Wilson width, e.g.
+    -1.9 to +1.9 pp for 200 pairs.
     """
     n = both + only_first + only_second + neither
     if n == 0:
@@ -183,6 +185,9 @@ def evaluate(
 
     for name in presets:
         get_preset(name)  # unknown names fail here, before anything loads
+    repeated = sorted({name for name in presets if presets.count(name) > 1})
+    if repeated:
+        raise ValueError(f"each preset may be named once; named twice: {', '.join(repeated)}")
     earlier_native = (
         _native_row(Path(native_from), model, n, guidance, presets) if native_from else None
     )
@@ -191,6 +196,8 @@ def evaluate(
     if upscaler is None:  # the upscaler trained with the model, when its folder has one
         upscaler = trained_upscaler(Path(model)) if Path(model).is_dir() else None
     engine = MrFlowEngine.from_pretrained(model, device=device, upscaler=upscaler)
+    if earlier_native is not None:
+        _check_same_machine(Path(str(native_from)), engine)
     cases = eval_cases(n)
     report = on_progress or (lambda _name, _done, _total: None)
 
@@ -247,6 +254,7 @@ def evaluate(
         "dtype": str(engine.dtype),
         "size": [SIZE, SIZE],
         "n": n,
+        "scenes": len({(frozenset(c.scene.shapes), c.scene.background) for c in cases}),
         "guidance": guidance,
         "refine_sigma": refine_sigma,
         "rows": {row.name: row.summary() for row in rows},
@@ -305,6 +313,15 @@ def _native_row(
     return row
 
 
+def _check_same_machine(path: Path, engine: Any) -> None:
+    """Speedups and pass rates compare only on the same device and dtype."""
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in (("device", str(engine.device)), ("dtype", str(engine.dtype))):
+        if earlier.get(key) != value:
+            engine.unload()
+            raise NativeFromError(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
+
+
 def write_grid(rows: Sequence[Row], path: Path) -> None:
     """Columns: ground truth, VAE, then each preset; one line per case, labels on top."""
     from PIL import Image, ImageDraw
@@ -325,9 +342,11 @@ def write_grid(rows: Sequence[Row], path: Path) -> None:
 
 def format_table(results: dict[str, Any]) -> str:
     lines = [
+        f"{results['n']} prompt/seed pairs of {results.get('scenes', '?')} held-out scenes "
+        "(intervals treat the pairs as independent)",
         f"{'row':14} {'all checks':>10} {'95% CI':>15} "
         + " ".join(f"{c:>10}" for c in CHECKS)
-        + f" {'edge px':>8} {'s/image':>8}"
+        + f" {'edge px':>8} {'s/image':>8}",
     ]
     for name, row in results["rows"].items():
         low, high = row["ci95"]

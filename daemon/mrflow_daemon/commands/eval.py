@@ -81,20 +81,24 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mrflow_daemon.builtin.evaluate import NativeFromError, evaluate, format_table
+    from mrflow_daemon.engine.errors import EngineError
     from mrflow_daemon.engine.presets import UnknownPresetError, get_preset
 
     if args.n < 1:
         raise SystemExit("--n must be at least 1")
     if args.guidance is not None and not 0 <= args.guidance <= 100:
         raise SystemExit(f"--guidance must be between 0 and 100, not {args.guidance:g}")
-    if args.refine_sigma is not None and not 0 < args.refine_sigma <= 1:
-        raise SystemExit(f"--refine-sigma must be above 0 and at most 1, not {args.refine_sigma:g}")
+    if args.refine_sigma is not None and not 1e-4 <= args.refine_sigma <= 1:
+        raise SystemExit(f"--refine-sigma must be between 0.0001 and 1, not {args.refine_sigma:g}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     try:
         for name in presets:
             get_preset(name)
     except UnknownPresetError as exc:
         raise SystemExit(f"--presets: {exc}") from None
+    repeated = sorted({name for name in presets if presets.count(name) > 1})
+    if repeated:
+        raise SystemExit(f"--presets: name each preset once; named twice: {', '.join(repeated)}")
     bars: dict[str, tqdm] = {}
 
     def progress(name: str, done: int, total: int) -> None:
@@ -117,8 +121,11 @@ def run(args: argparse.Namespace) -> int:
             native_from=args.native_from,
             on_progress=progress,
         )
-    except NativeFromError as exc:  # checked before anything loads
+    except NativeFromError as exc:  # checked before any generation
         raise SystemExit(f"--native-from: {exc}") from None
+    except EngineError as exc:  # no such model, no such device, ...
+        where = f"--{exc.field.replace('_', '-')}: " if exc.field else ""
+        raise SystemExit(f"{where}{exc.message}") from None
     print(format_table(results))
     print(
         json.dumps({"results": str(args.out / "results.json"), "grid": str(args.out / "grid.png")})
