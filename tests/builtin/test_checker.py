@@ -76,6 +76,35 @@ def test_wrong_pictures_fail_the_right_check(wrong: str, failing: str) -> None:
     assert result.checks()[failing] is False
 
 
+@pytest.mark.parametrize(
+    ("colour", "strays"),
+    [
+        ((200, 180, 150), 1),  # beige on grey: nearer the background than any shape colour
+        ((120, 85, 60), 1),  # brown: another background colour
+        ((220, 40, 220), 1),  # magenta: far from every palette colour
+        ((140, 140, 140), 0),  # 12 from the grey background: background, not a shape
+    ],
+)
+def test_an_extra_shape_in_no_shape_colour_fails_count(
+    colour: tuple[int, int, int], strays: int
+) -> None:
+    pixels = np.array(_picture(SCENE))
+    pixels[110:160, 180:230] = colour  # a 50 px square on the right
+    result = check_image(pixels, SCENE)
+    assert (result.strays, result.detected_count) == (strays, 2 + strays)
+    assert result.checks()["count"] is (strays == 0)
+    assert result.checks()["colour"] and result.checks()["position"]
+
+
+def test_edge_rings_of_blurred_shapes_are_not_strays() -> None:
+    rng = random.Random(8)
+    for _ in range(20):
+        scene = sample_scene(rng)
+        image = render_image(scene, sample_placements(scene, rng), 256, 256)
+        for blurred in (image.filter(ImageFilter.GaussianBlur(r)) for r in (1, 2)):
+            assert check_image(blurred, scene).strays == 0, scene.caption()
+
+
 def test_missing_shape_fails_colour_and_count() -> None:
     only_red = make_scene([Shape("red", "circle", "left")], "grey")
     result = check_image(_picture(only_red), SCENE)

@@ -3,7 +3,8 @@
 Checks, on an RGB picture and the scene its caption describes:
 
 - ``background``: the colour of the picture's border is the named background colour;
-- ``count``: the number of shape-sized blobs equals the number of shapes named;
+- ``count``: the number of shape-sized blobs equals the number of shapes named; a blob in no
+  shape colour that is not background either (a beige square on grey, a magenta one) counts too;
 - ``colour``: every named shape's colour is present as a shape-sized blob;
 - ``kind``: that blob is circle, square or triangle as named: its fill ratio (area / bounding-box
   area: square 1.0, circle 0.79, triangle 0.5) picks the kind, and the blob must also be a
@@ -53,6 +54,10 @@ SQUARE_ABOVE = 0.88
 ASPECT_RANGE = (0.67, 1.5)
 MIN_SOLIDITY = 0.85
 TRIANGLE_MIN_DROP = 0.56
+# Stray blobs (in no shape colour): pixels farther than MAX_COLOUR_DISTANCE / 2 from the measured
+# background and not of a shape colour, eroded by this many pixels first, so that the thin ring
+# of edge pixels between a shape and the background (its anti-aliasing or blur) is not one.
+STRAY_EROSION = 2
 
 CHECKS = ("background", "count", "colour", "kind", "position")
 
@@ -86,6 +91,7 @@ class CheckResult:
     shapes: list[ShapeCheck]
     detected_background: str | None
     detected_count: int
+    strays: int = 0  # of detected_count: blobs in no shape colour
 
     def checks(self) -> dict[str, bool]:
         return {
@@ -203,8 +209,17 @@ def _classify_position(cx: float, cy: float) -> str:
     return min(ANCHORS, key=lambda p: (ANCHORS[p][0] - cx) ** 2 + (ANCHORS[p][1] - cy) ** 2)
 
 
-def find_blobs(image) -> tuple[str | None, list[Blob]]:
-    """The background's colour name (None when the border matches none) and the shape blobs."""
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels whose whole (2 radius + 1)-square neighbourhood is in `mask`."""
+    size = 2 * radius + 1
+    padded = np.pad(mask, radius, constant_values=False)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+    return windows.all(axis=(-2, -1))
+
+
+def find_blobs(image) -> tuple[str | None, list[Blob], int]:
+    """The background's colour name (None when the border matches none), the shape blobs, and
+    the number of stray blobs (shape-sized, in no shape colour, not background either)."""
     pixels = _as_array(image)
     height, width, _ = pixels.shape
     measured_bg = np.median(_border(pixels), axis=0)
@@ -234,12 +249,20 @@ def find_blobs(image) -> tuple[str | None, list[Blob]]:
             cx, cy = (xs.mean() + 0.5) / width, (ys.mean() + 0.5) / height
             position = _classify_position(cx, cy)
             blobs.append(Blob(name, area, cx, cy, fill, kind, position, part, aspect, solidity))
-    return (bg_name if bg_distance <= MAX_COLOUR_DISTANCE / 2 else None), blobs
+    shape_pixel = close & (nearest < len(SHAPE_COLOURS))
+    stray = ~shape_pixel & (distances[:, :, -1] > MAX_COLOUR_DISTANCE / 2)
+    strays = 0
+    if stray.sum() >= min_area:
+        for part in components(_erode(stray, STRAY_EROSION)):
+            if part.sum() < min_area:
+                break  # sorted largest first
+            strays += 1
+    return (bg_name if bg_distance <= MAX_COLOUR_DISTANCE / 2 else None), blobs, strays
 
 
 def check_image(image, scene: Scene) -> CheckResult:
     """Check a picture (PIL image or HxWx3 array) against the scene its caption describes."""
-    bg_name, blobs = find_blobs(image)
+    bg_name, blobs, strays = find_blobs(image)
     shape_checks = []
     for shape in scene.shapes:
         same_colour = [b for b in blobs if b.colour == shape.colour]
@@ -252,10 +275,11 @@ def check_image(image, scene: Scene) -> CheckResult:
         )
     return CheckResult(
         background=bg_name == scene.background,
-        count=len(blobs) == len(scene.shapes),
+        count=len(blobs) + strays == len(scene.shapes),
         shapes=shape_checks,
         detected_background=bg_name,
-        detected_count=len(blobs),
+        detected_count=len(blobs) + strays,
+        strays=strays,
     )
 
 
