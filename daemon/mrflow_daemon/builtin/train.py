@@ -219,7 +219,7 @@ class Trainer:
 
     def _recipe(self, part: str) -> dict[str, Any]:
         """What a part's checkpoint was trained with: resuming must not change it."""
-        section = {
+        section: Any = {
             "vae": self.config.vae,
             "upscaler": self.config.upscaler,
             "text": self.config.text,
