@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PREVIEW_PREFIX = "[MrFlow preview]"
 RETIRED_PREFIX = "[MrFlow discarded]"
+STALE_PREFIX = "[MrFlow unapplied]"
 PREVIEW_FPS = 6.0
 
 
@@ -80,6 +81,7 @@ class Controller:
         self.last_error = ""
         self.size_multiple = 16
         self._listeners: list[Callable[[], None]] = []
+        self._seen_documents: set[str] = set()
 
     # --- observers ----------------------------------------------------------------------
 
@@ -445,8 +447,11 @@ class Controller:
     # --- documents ------------------------------------------------------------------------
 
     def documents_changed(self) -> None:
-        """Cancel the jobs and forget the history of documents that were closed."""
+        """Cancel the jobs and forget the history of documents that were closed; in documents
+        seen for the first time, turn preview layers no job follows into ordinary layers."""
         open_keys = open_document_keys()
+        self._release_stale_previews(open_keys - self._seen_documents)
+        self._seen_documents = open_keys
         gone = {job.document_key for job in self.jobs.values()} | set(self.history)
         gone -= open_keys
         if not gone:
@@ -460,6 +465,17 @@ class Controller:
             self.history.pop(key, None)
         self.jobs = {key: job for key, job in self.jobs.items() if job.document_key not in gone}
         self._changed()
+
+    def _release_stale_previews(self, keys: set[str]) -> None:
+        # A document saved with a preview on it comes back with a locked layer nothing follows.
+        live = {job.preview_node for job in self.jobs.values() if job.preview_node is not None}
+        for key in keys:
+            document = document_by_key(key)
+            if document is None:
+                continue
+            count = document.release_stale_previews(PREVIEW_PREFIX, STALE_PREFIX, live)
+            if count:
+                log.info("%s: %d preview layer(s) from an earlier session unlocked", key, count)
 
     # --- events from the connection thread (already on the UI thread) ---------------------
 

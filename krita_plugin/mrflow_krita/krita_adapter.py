@@ -206,6 +206,24 @@ class DocumentAdapter:
             self.document.waitForDone()
             self.refresh()
 
+    def release_stale_previews(self, prefix: str, new_prefix: str, keep: set[str]) -> int:
+        """Unlock and rename (`prefix` -> `new_prefix`) the layers named like previews that no
+        job follows (a document saved before Apply or Discard, then opened again), except the
+        node ids in `keep`; returns how many."""
+        released = 0
+        stack = list(self.document.topLevelNodes())
+        while stack:
+            node = stack.pop()
+            stack.extend(node.childNodes())
+            name = str(node.name())
+            if name.startswith(prefix) and str(node.uniqueId().toString()) not in keep:
+                node.setName(new_prefix + name[len(prefix) :])
+                node.setLocked(False)
+                released += 1
+        if released:
+            self.refresh()
+        return released
+
     def add_result_layer(self, name: str, rect: Rect, pixels: bytes) -> str:
         """A normal paint layer on top with `pixels` in `rect`, added as one undoable step."""
         node = self.document.createNode(name, "paintlayer")

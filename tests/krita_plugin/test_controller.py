@@ -454,6 +454,28 @@ def test_closing_a_document_cancels_its_jobs(
     assert keep_job.id in controller.jobs and close_job.id not in controller.jobs
 
 
+def test_a_reopened_documents_stale_preview_becomes_an_ordinary_layer(
+    krita: Krita, controller: Controller
+) -> None:
+    live_document = painted_document(krita)
+    job = controller.start(DocumentAdapter(live_document), JobKind.FILL_CANVAS, JobParams("live"))
+    finish(controller, job.id, (0, 0, 255), (256, 176))
+    # A document saved with a preview on it, opened again: nothing follows that layer.
+    reopened = painted_document(krita)
+    stale = reopened.createNode("[MrFlow preview] a lighthouse", "paintlayer")
+    group = reopened.createNode("sketches", "grouplayer")
+    reopened.rootNode().addChildNode(group, None)
+    group.addChildNode(stale, None)
+    stale.setLocked(True)
+    controller.documents_changed()
+    assert stale.name() == "[MrFlow unapplied] a lighthouse" and not stale.locked()
+    live = live_document.topLevelNodes()[-1]  # a job's own preview is left alone
+    assert live.name().startswith("[MrFlow preview]") and live.locked()
+    stale.setName("[MrFlow preview] renamed back by hand")
+    controller.documents_changed()  # only documents seen for the first time are looked at
+    assert stale.name() == "[MrFlow preview] renamed back by hand"
+
+
 def test_reconnecting_reattaches_to_unfinished_jobs(
     krita: Krita, controller: Controller, sent: Sent
 ) -> None:
