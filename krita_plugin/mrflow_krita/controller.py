@@ -19,7 +19,7 @@ from mrflow_protocol import messages as m
 from mrflow_krita import images
 from mrflow_krita.connection import ConnectionEvent, MessageEvent, NotSent
 from mrflow_krita.geometry import Rect, context_rect, feather_radius, generation_size
-from mrflow_krita.jobs import HistoryEntry, Job, JobKind, JobState, layer_name
+from mrflow_krita.jobs import HistoryEntry, Job, JobKind, JobState, layer_name, short_prompt
 from mrflow_krita.krita_adapter import (
     DocumentAdapter,
     UnsupportedDocument,
@@ -31,7 +31,6 @@ from mrflow_krita.settings import Settings
 log = logging.getLogger(__name__)
 
 PREVIEW_PREFIX = "[MrFlow preview]"
-RETIRED_PREFIX = "[MrFlow discarded]"
 STALE_PREFIX = "[MrFlow unapplied]"
 PREVIEW_FPS = 6.0
 
@@ -328,8 +327,8 @@ class Controller:
 
     def _show(self, job: Job, encoded: bytes) -> None:
         document = document_by_key(job.document_key)
-        if document is None or _resized_since(document, job.canvas):
-            return  # closed, or cropped / resized: the target would be in the wrong place
+        if document is None or _resized_since(document, job.canvas) or not document.supported:
+            return  # closed, cropped / resized, or converted: previews would land wrong
         try:
             pixels = self._shaped(job, encoded)
         except images.ImageDecodeError as error:
@@ -338,7 +337,7 @@ class Controller:
         if job.preview_node is None or not document.paint_preview(
             job.preview_node, job.target, pixels
         ):
-            name = f"{PREVIEW_PREFIX} {job.prompt[:40]}"
+            name = f"{PREVIEW_PREFIX} {short_prompt(job.prompt)}"
             job.preview_node = document.create_preview_layer(name, job.target, pixels)
 
     def _on_result(self, job: Job, result: m.Result) -> None:
@@ -385,7 +384,7 @@ class Controller:
         if job is None or job.state is not JobState.DONE or job.result_png is None:
             return None
         document = document_by_key(job.document_key)
-        if document is None or self._refuse_if_resized(document, job.canvas):
+        if document is None or self._refuse_if_changed(document, job.canvas):
             return None
         name = layer_name(job.prompt, job.seed or 0)
         pixels = self._shaped(job, job.result_png)
@@ -404,14 +403,14 @@ class Controller:
         job = self.jobs.get(job_id)
         if job is None or job.state is not JobState.DONE:
             return
-        self._remove_preview(job)
         job.state = JobState.DISCARDED
+        self._remove_preview(job)
         self._changed()
 
     def apply_history(self, document_key: str, entry: HistoryEntry) -> str | None:
         """Apply a result from the history again, as a new layer."""
         document = document_by_key(document_key)
-        if document is None or self._refuse_if_resized(document, entry.canvas):
+        if document is None or self._refuse_if_changed(document, entry.canvas):
             return None
         target = entry.target
         pixels = images.decode_to_bgra(entry.result_png, target.width, target.height)
@@ -421,7 +420,13 @@ class Controller:
         self._changed()
         return node
 
-    def _refuse_if_resized(self, document: DocumentAdapter, canvas: tuple[int, int]) -> bool:
+    def _refuse_if_changed(self, document: DocumentAdapter, canvas: tuple[int, int]) -> bool:
+        """True (and the reason shown) when the result can no longer be placed as it was made."""
+        try:
+            document.check_supported()  # converted to another colour space since the start
+        except UnsupportedDocument as error:
+            self.report_error(f"It was not applied: {error} The result is kept in the history.")
+            return True
         size = _resized_since(document, canvas)
         if size is not None:
             self.report_error(
@@ -441,7 +446,11 @@ class Controller:
             return
         document = document_by_key(job.document_key)
         if document is not None:
-            document.retire_preview(job.preview_node, f"{RETIRED_PREFIX} {job.prompt[:40]}")
+            # Named for what happened: an undo of this removal brings back an ordinary layer.
+            word = {JobState.DISCARDED: "discarded", JobState.CANCELLED: "cancelled"}.get(
+                job.state, "failed"
+            )
+            document.retire_preview(job.preview_node, f"[MrFlow {word}] {short_prompt(job.prompt)}")
         job.preview_node = None
 
     # --- documents ------------------------------------------------------------------------

@@ -137,9 +137,14 @@ class HistoryEntry:
         return self.timings.get("total")
 
 
-def layer_name(prompt: str, seed: int, limit: int = 40) -> str:
-    """`[MrFlow] prompt (seed)`, with a long prompt shortened to keep the Layers docker tidy."""
+def short_prompt(prompt: str, limit: int = 40) -> str:
+    """The prompt on one line, shortened to keep the Layers docker tidy."""
     text = " ".join(prompt.split()) or "no prompt"
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    return f"[MrFlow] {text} ({seed})"
+    return text
+
+
+def layer_name(prompt: str, seed: int, limit: int = 40) -> str:
+    """`[MrFlow] prompt (seed)`."""
+    return f"[MrFlow] {short_prompt(prompt, limit)} ({seed})"

@@ -14,11 +14,15 @@ layer, remove). Facts this relies on, checked in Krita 5.1.5:
 - `Selection.feather` is Krita's own Gaussian feather; it grows the selection's bounds, and it
   treats everything past the canvas as unselected (Select All feathered by 8 keeps 136 of 255 at
   the canvas edge). `Selection.setPixelData` also writes past the canvas (negative coordinates).
-- `rootNode().uniqueId()` stays the same for the life of a document: it is the document key.
+- Node uuids do not identify a document: *Create Copy From Current Image* (`Document.clone`)
+  copies every uuid, the root's too. Two `Document` wrappers compare equal (`==`) when they
+  wrap the same document, and a copy does not equal its original: the plugin keys documents
+  by that, in a registry of the documents it has met (`_document_key`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -53,15 +57,23 @@ class DocumentAdapter:
 
     @property
     def key(self) -> str:
-        return str(self.document.rootNode().uniqueId().toString())
+        return _document_key(self.document)
 
     @property
     def name(self) -> str:
         return str(self.document.name() or self.document.fileName() or "Untitled")
 
+    @property
+    def supported(self) -> bool:
+        """Whether the plugin can paint into this document (RGBA 8-bit)."""
+        return (self.document.colorModel(), self.document.colorDepth()) == (
+            SUPPORTED_MODEL,
+            SUPPORTED_DEPTH,
+        )
+
     def check_supported(self) -> None:
-        model, depth = self.document.colorModel(), self.document.colorDepth()
-        if (model, depth) != (SUPPORTED_MODEL, SUPPORTED_DEPTH):
+        if not self.supported:
+            model, depth = self.document.colorModel(), self.document.colorDepth()
             raise UnsupportedDocument(
                 f"This document is {model} {depth}; MrFlow paints into RGBA 8-bit documents only. "
                 "Convert it with Image > Convert Image Color Space (RGB/Alpha, 8-bit integer/channel), "
@@ -234,6 +246,24 @@ class DocumentAdapter:
 
     def refresh(self) -> None:
         self.document.refreshProjection()
+
+
+# The documents the plugin has met, with the key it gave each (closed ones are dropped).
+_known_documents: list[tuple[str, Any]] = []
+
+
+def _document_key(document: Any) -> str:
+    """A key for `document` that stays the same while it is open and no other document shares."""
+    open_documents = Krita.instance().documents()
+    _known_documents[:] = [
+        (key, known) for key, known in _known_documents if any(known == d for d in open_documents)
+    ]
+    for key, known in _known_documents:
+        if known == document:  # the same document, whichever wrapper object holds it
+            return key
+    key = uuid.uuid4().hex
+    _known_documents.append((key, document))
+    return key
 
 
 def active_document() -> DocumentAdapter | None:

@@ -158,7 +158,9 @@ class MrFlowPanel(QtWidgets.QWidget):  # type: ignore[misc]
 
         decide = W.QHBoxLayout()
         self.apply = W.QPushButton("Apply")
-        self.apply.setToolTip("Keep the result as a new layer (Ctrl+Z takes it away again)")
+        self.apply.setToolTip(
+            "Keep the result: the preview becomes a normal layer (Ctrl+Z takes it away)"
+        )
         self.apply.clicked.connect(self._apply)
         self.discard = W.QPushButton("Discard")
         self.discard.clicked.connect(self._discard)

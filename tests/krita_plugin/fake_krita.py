@@ -250,6 +250,26 @@ class Document:
         self.closed = False
         self.refreshes = 0
 
+    def clone(self) -> Document:
+        """Like Krita's *Create Copy From Current Image*: every node uuid is copied, the root's
+        too (KisImage::clone with exactCopy). The caller adds it to Krita."""
+        copy = Document(self._width, self._height, self._name, self._model, self._depth)
+
+        def copy_node(source: Node, parent: Node | None) -> Node:
+            node = Node(copy, source._name, source._type)
+            node._uuid, node._pixels, node._locked = (
+                source._uuid,
+                bytearray(source._pixels),
+                source._locked,
+            )
+            node._parent = parent
+            node._children = [copy_node(child, node) for child in source._children]
+            return node
+
+        copy._root = copy_node(self._root, None)
+        copy._active = copy._root._children[0] if copy._root._children else None
+        return copy
+
     def name(self) -> str:
         return self._name
 
@@ -270,6 +290,11 @@ class Document:
             stack.extend(node.childNodes())
             node._pixels = bytearray(_read(node._pixels, self._width, self._height, 4, x, y, w, h))
         self._width, self._height = w, h
+        return True
+
+    def setColorSpace(self, model: str, depth: str, profile: str) -> bool:
+        """Image > Convert Image Color Space (the fake keeps its pixels as they are)."""
+        self._model, self._depth = model, depth
         return True
 
     def colorModel(self) -> str:
@@ -428,6 +453,11 @@ class Krita:
 
     def documents(self) -> list[Document]:
         return list(self._documents)
+
+    def add_document(self, document: Document) -> None:
+        """Test hook: open `document` (a clone) in Krita, as Krita's own copy action does."""
+        self._documents.append(document)
+        self._active = document
 
     def activeDocument(self) -> Document | None:
         return self._active if self._active in self._documents else None

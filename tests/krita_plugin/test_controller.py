@@ -207,6 +207,24 @@ def test_undoing_a_discard_brings_back_an_ordinary_layer_not_a_preview(
     document.undo()  # Ctrl+Z after Discard
     back = document.topLevelNodes()[-1]
     assert back.name() == "[MrFlow discarded] a boat" and not back.locked()
+    running = controller.start(
+        DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("a ship\n  at sea")
+    )
+    controller.handle(
+        m.Preview(
+            job_id=running.id,
+            step=1,
+            total=2,
+            image=png((0, 0, 0), (8, 8)),
+            format="png",
+            width=8,
+            height=8,
+        )
+    )
+    assert document.topLevelNodes()[-1].name() == "[MrFlow preview] a ship at sea"  # one line
+    controller.cancel(running.id)
+    document.undo()  # Ctrl+Z after Cancel
+    assert document.topLevelNodes()[-1].name() == "[MrFlow cancelled] a ship at sea"
 
 
 def test_fill_selection_sends_context_image_and_mask_and_shapes_the_result(
@@ -474,6 +492,41 @@ def test_a_reopened_documents_stale_preview_becomes_an_ordinary_layer(
     stale.setName("[MrFlow preview] renamed back by hand")
     controller.documents_changed()  # only documents seen for the first time are looked at
     assert stale.name() == "[MrFlow preview] renamed back by hand"
+
+
+def test_a_job_in_a_copy_of_a_document_lands_in_the_copy(
+    krita: Krita, controller: Controller
+) -> None:
+    original = painted_document(krita)
+    copy = original.clone()  # Create Copy From Current Image: every uuid copied, root's too
+    krita.add_document(copy)
+    assert copy.rootNode().uniqueId().toString() == original.rootNode().uniqueId().toString()
+    assert DocumentAdapter(copy).key != DocumentAdapter(original).key
+    job = controller.start(DocumentAdapter(copy), JobKind.FILL_CANVAS, JobParams("variation"))
+    finish(controller, job.id, (0, 0, 255), (256, 176), seed=5)
+    controller.apply(job.id)
+    assert [n.name() for n in copy.topLevelNodes()] == ["Background", "[MrFlow] variation (5)"]
+    assert [n.name() for n in original.topLevelNodes()] == ["Background"]
+    original.close()
+    controller.documents_changed()  # closing the original leaves the copy's history alone
+    assert [e.job_id for e in controller.history[DocumentAdapter(copy).key]] == [job.id]
+
+
+def test_a_document_converted_during_a_job_gets_no_pixels_and_a_reason(
+    krita: Krita, controller: Controller
+) -> None:
+    document = painted_document(krita)
+    job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("fog"))
+    document.setColorSpace("RGBA", "U16", "")  # converted to 16-bit while it ran
+    finish(controller, job.id, (0, 0, 255), (256, 176))
+    assert [n.name() for n in document.topLevelNodes()] == ["Background"]  # no preview written
+    assert controller.apply(job.id) is None and job.state is JobState.DONE
+    assert "RGBA U16" in controller.last_error and "not applied" in controller.last_error
+    entry = controller.history[DocumentAdapter(document).key][0]
+    assert controller.apply_history(DocumentAdapter(document).key, entry) is None
+    document.setColorSpace("RGBA", "U8", "")  # converted back: it can be applied
+    assert controller.apply(job.id) is not None
+    assert document.topLevelNodes()[-1].name().startswith("[MrFlow] fog")
 
 
 def test_reconnecting_reattaches_to_unfinished_jobs(
