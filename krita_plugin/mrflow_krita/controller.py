@@ -80,7 +80,6 @@ class Controller:
         self.last_error = ""
         self.size_multiple = 16
         self._listeners: list[Callable[[], None]] = []
-        self._seen_documents: set[str] = set()
 
     # --- observers ----------------------------------------------------------------------
 
@@ -456,11 +455,10 @@ class Controller:
     # --- documents ------------------------------------------------------------------------
 
     def documents_changed(self) -> None:
-        """Cancel the jobs and forget the history of documents that were closed; in documents
-        seen for the first time, turn preview layers no job follows into ordinary layers."""
+        """Cancel the jobs and forget the history of documents that were closed, and turn
+        preview layers no job follows into ordinary layers."""
         open_keys = open_document_keys()
-        self._release_stale_previews(open_keys - self._seen_documents)
-        self._seen_documents = open_keys
+        self._release_stale_previews(open_keys)
         gone = {job.document_key for job in self.jobs.values()} | set(self.history)
         gone -= open_keys
         if not gone:
@@ -476,15 +474,20 @@ class Controller:
         self._changed()
 
     def _release_stale_previews(self, keys: set[str]) -> None:
-        # A document saved with a preview on it comes back with a locked layer nothing follows.
-        live = {job.preview_node for job in self.jobs.values() if job.preview_node is not None}
+        # A locked preview no job follows: a document saved with a preview on it and opened
+        # again, or a preview the artist removed with Ctrl+Z and brought back with redo.
         for key in keys:
             document = document_by_key(key)
             if document is None:
                 continue
+            live = {
+                job.preview_node
+                for job in self.jobs.values()
+                if job.document_key == key and job.preview_node is not None
+            }
             count = document.release_stale_previews(PREVIEW_PREFIX, STALE_PREFIX, live)
             if count:
-                log.info("%s: %d preview layer(s) from an earlier session unlocked", key, count)
+                log.info("%s: %d preview layer(s) no job follows unlocked", key, count)
 
     # --- events from the connection thread (already on the UI thread) ---------------------
 

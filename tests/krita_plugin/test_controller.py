@@ -489,9 +489,26 @@ def test_a_reopened_documents_stale_preview_becomes_an_ordinary_layer(
     assert stale.name() == "[MrFlow unapplied] a lighthouse" and not stale.locked()
     live = live_document.topLevelNodes()[-1]  # a job's own preview is left alone
     assert live.name().startswith("[MrFlow preview]") and live.locked()
-    stale.setName("[MrFlow preview] renamed back by hand")
-    controller.documents_changed()  # only documents seen for the first time are looked at
-    assert stale.name() == "[MrFlow preview] renamed back by hand"
+    # A live preview removed with Ctrl+Z and brought back with redo: the job has moved on to a
+    # new preview layer, and the old one is released on the next look.
+    job2 = controller.start(DocumentAdapter(reopened), JobKind.FILL_CANVAS, JobParams("b"))
+    preview = m.Preview(
+        job_id=job2.id,
+        step=1,
+        total=2,
+        image=png((0, 0, 0), (8, 8)),
+        format="png",
+        width=8,
+        height=8,
+    )
+    controller.handle(preview)
+    first_preview = reopened.topLevelNodes()[-1]
+    reopened.undo()  # Ctrl+Z takes the preview away; the result makes a new preview layer
+    finish(controller, job2.id, (0, 255, 0), (256, 176))
+    reopened.rootNode().addChildNode(first_preview, None)  # redo brings the old one back
+    controller.documents_changed()
+    assert first_preview.name() == "[MrFlow unapplied] b" and not first_preview.locked()
+    assert reopened.topLevelNodes()[-2].name() == "[MrFlow preview] b"  # the live one
 
 
 def test_a_job_in_a_copy_of_a_document_lands_in_the_copy(
