@@ -111,6 +111,55 @@ def test_serve_exits_1_with_a_clear_message_when_the_port_is_taken(tmp_path: Pat
     assert "is another daemon running? choose --port" in finished.stderr
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_serve_exits_1_naming_the_device_when_cuda_is_configured_but_missing(
+    tmp_path: Path,
+) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "mrflow_daemon.cli", "serve", "--port", "0", "--device", "cuda"],
+        env={**os.environ, "MRFLOW_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 1
+    assert "cannot start: device: CUDA is not available on this machine" in finished.stderr
+
+
+def test_a_daemon_that_cannot_listen_leaves_no_worker_thread(
+    tmp_path: Path, daemon_model_dir: Path
+) -> None:
+    import threading
+
+    from mrflow_daemon.server.app import DaemonThread
+    from mrflow_daemon.server.config import load_config
+
+    before = set(threading.enumerate())  # other tests' daemons may be running
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = load_config(
+            tmp_path / "none.toml",
+            environ={},
+            overrides={
+                "port": taken.getsockname()[1],
+                "model": str(daemon_model_dir),
+                "token_file": str(tmp_path / "token"),
+                "preload": True,
+            },
+        )
+        with pytest.raises(OSError):
+            DaemonThread(config).__enter__()
+
+    def new_workers() -> list[threading.Thread]:
+        return [t for t in set(threading.enumerate()) - before if t.name == "mrflow-gpu-worker"]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and new_workers():
+        time.sleep(0.05)
+    assert new_workers() == []
+
+
 def test_serve_refuses_a_network_address_without_allow_remote(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -73,6 +73,21 @@ def test_a_job_streams_one_preview_per_step_then_stage_images_then_the_result(
     assert percents == sorted(percents) and percents[-1] >= 95
 
 
+def test_a_finished_job_keeps_its_result_but_not_its_decoded_input(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    daemon = start_daemon()
+    client = connect(daemon)
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture, "PNG")
+    client.generate("img", mode="img2img", image=picture.getvalue(), strength=0.5, steps=2)
+    assert isinstance(client.job_events("img")[-1], Result)
+    job = daemon.store.get("img")
+    assert job is not None and job.request.image is None and job.request.mask is None
+    client.send(GetResult(job_id="img"))  # the result is still there for a late client
+    assert isinstance(client.job_events("img")[-1], Result)
+
+
 def test_two_clients_at_once_each_get_only_their_own_events(
     start_daemon: StartDaemon, connect: Connect
 ) -> None:

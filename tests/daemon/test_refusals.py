@@ -12,6 +12,7 @@ from mrflow_protocol.codec import encode
 from mrflow_protocol.messages import (
     Cancel,
     Error,
+    Generate,
     GetStatus,
     Hello,
     LoadModel,
@@ -184,3 +185,15 @@ def test_a_model_load_that_runs_out_of_memory_says_so() -> None:
     error = Daemon._model_error("flux-dev", exc, request_id="load")
     assert (error.code, error.field, error.request_id) == ("out_of_memory", "model", "load")
     assert "flux-dev" in error.message and "out of memory" in error.message
+
+
+def test_max_steps_holds_for_the_steps_a_preset_supplies(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    client = connect(start_daemon(max_steps=10))
+    request = Generate(job_id="n", prompt="x", preset="native", width=64, height=64)
+    error = only_error(client.reply_to(encode(request)))  # native: the model's 50 steps
+    assert (error.code, error.field, error.job_id) == ("too_large", "steps", "n")
+    assert "from preset 'native'" in error.message and "at most 10" in error.message
+    client.generate("ok", steps=3, width=64, height=64)  # an explicit small count still runs
+    assert isinstance(client.job_events("ok")[-1], Result)

@@ -30,6 +30,24 @@ def test_transparent_pixels_are_read_as_white_and_opaque_ones_unchanged(tmp_path
     assert request.image.getpixel((28, 4)) == (255, 255, 255)
 
 
+def test_sixteen_bit_grey_images_and_masks_are_scaled_not_clipped(tmp_path: Path) -> None:
+    import numpy as np
+
+    grey = Image.fromarray(np.array([[0, 128, 32768, 65535]], dtype=np.uint16))  # mode I;16
+    message = Generate(
+        job_id="j", prompt="x", mode="inpaint", image=png(grey), mask=png(grey), width=4, height=1
+    )
+    request = to_engine_request(message, tmp_path)
+    assert request.image is not None and request.mask is not None
+    assert [request.image.getpixel((x, 0)) for x in range(4)] == [
+        (0, 0, 0),
+        (0, 0, 0),
+        (128, 128, 128),  # half of full scale, not clipped to white
+        (255, 255, 255),
+    ]
+    assert [request.mask.getpixel((x, 0)) for x in range(4)] == [0, 0, 128, 255]
+
+
 def test_a_lora_path_for_an_unknown_user_names_its_field(tmp_path: Path) -> None:
     message = Generate(
         job_id="j", prompt="x", loras=(LoraRef(path="~no-such-user-mrflow/style.safetensors"),)

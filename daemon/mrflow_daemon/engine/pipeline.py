@@ -67,6 +67,12 @@ def pick_device(requested: str | None = None) -> torch.device:
             ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidRequestError("CUDA is not available on this machine", field="device")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise InvalidRequestError(
+                f"there is no {requested}: this machine has cuda:0 to cuda:{count - 1}",
+                field="device",
+            )
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise InvalidRequestError("Apple MPS is not available on this machine", field="device")
         return device

@@ -299,7 +299,7 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
         refine_sigma = (
             request.refine_sigma if request.refine_sigma is not None else preset.refine_sigma
         )
-        refine_sigma = _check_float(refine_sigma, "refine_sigma", 1e-4, 1.0, "in (0, 1]")
+        refine_sigma = _check_float(refine_sigma, "refine_sigma", 1e-4, 1.0, "between 0.0001 and 1")
         refine_sigmas = refine_sigma_list(refine_sigma, refine_steps)
     else:
         refine_sigma, refine_sigmas = 0.0, ()

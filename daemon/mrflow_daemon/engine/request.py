@@ -17,11 +17,19 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale scaled to 8 bits (Pillow's convert clips them: 32768 -> 255)."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    return image
+
+
 def input_rgb(image: Image.Image) -> Image.Image:
     """An input image as RGB; transparent pixels are read as white paper, not as whatever
     colour they store (often black). The daemon and `mrflow generate` read inputs alike."""
     from PIL import Image
 
+    image = eight_bit(image)
     if not image.has_transparency_data:
         return image.convert("RGB")
     paper = Image.new("RGBA", image.size, (255, 255, 255, 255))

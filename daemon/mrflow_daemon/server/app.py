@@ -137,6 +137,14 @@ class Daemon:
         # Importing torch takes seconds: do it before listening, off the loop.
         self.device = await asyncio.to_thread(describe_device, self.config.device)
         self.worker.start()
+        try:
+            await self._preload_and_listen()
+        except BaseException:  # the port is taken, ...: no worker or model may outlive it
+            await asyncio.to_thread(self.worker.stop, cancel_running=True, timeout=5)
+            await asyncio.to_thread(self.models.unload)
+            raise
+
+    async def _preload_and_listen(self) -> None:
         if self.config.preload:
             try:
                 await self.load_model(self.config.model, None)
@@ -151,6 +159,9 @@ class Daemon:
             # library closes with 1009 (message too big) without reading it all.
             max_size=2 * self.config.max_frame_bytes,
             compression=None,  # images are compressed already; deflate only costs CPU
+            # Frames buffered per connection before the reader pushes back: each may be up to
+            # twice max_frame_bytes, and a connection buffers before it has said hello.
+            max_queue=4,
         )
         log.info(
             "MrFlow daemon %s listening on %s (device %s, model %s, token file %s)",
@@ -392,9 +403,20 @@ class Daemon:
         """Refuse now what the engine would refuse after the queue and a model load (steps,
         scale, sigmas, strength, seed, preset for this model's family: JSON configs only)."""
         try:
-            resolve_plan(request, family_info(folder), self.config.max_image_side)
+            plan = resolve_plan(request, family_info(folder), self.config.max_image_side)
         except EngineError as exc:
             raise ProtocolError(exc.code, exc.message, exc.field, job_id=job_id) from None
+        # The daemon's max_steps holds for the steps a preset or the model supplies too.
+        limit = self.config.max_steps
+        for name, steps in (("steps", plan.steps), ("refine_steps", plan.refine_steps)):
+            if steps > limit:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"{name} is {steps} (from preset {request.preset!r}); "
+                    f"allowed: at most {limit} on this daemon",
+                    name,
+                    job_id=job_id,
+                )
 
     async def load_model(self, name: str, request_id: str | None) -> None:
         await self.check_model(name, request_id=request_id)
@@ -492,6 +514,8 @@ class Daemon:
         job.final_messages = messages
         job.state = state
         job.finished_at = time.monotonic()
+        # Kept for the retention time are the closing messages, not the decoded input pictures.
+        job.request.image = job.request.mask = None
         for message in messages:
             if not isinstance(message, StageImage):  # those went out live already
                 self._send_to_listener(job, message)
@@ -628,7 +652,9 @@ async def _serve(config: DaemonConfig) -> int:
             config.port,
             exc.strerror or exc,
         )
-        daemon.worker.stop(cancel_running=True, timeout=5)
+        return 1
+    except EngineError as exc:  # the configured device is not on this machine
+        log.error("cannot start: %s: %s (set device in the config, or --device)", exc.field, exc)
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -28,7 +28,7 @@ from PIL import Image
 
 from mrflow_daemon.engine import events as engine_events
 from mrflow_daemon.engine.presets import DEFAULT_PRESET, PRESETS
-from mrflow_daemon.engine.request import GenerationRequest, LoraSpec, input_rgb
+from mrflow_daemon.engine.request import GenerationRequest, LoraSpec, eight_bit, input_rgb
 from mrflow_daemon.engine.result import GenerationResult
 from mrflow_daemon.server.jobs import Job
 
@@ -79,7 +79,7 @@ def _open_image(data: bytes, field_name: str, mode: str) -> Image.Image:
             f"{field_name} could not be decoded as a PNG ({type(exc).__name__}: {exc})",
             field_name,
         ) from None
-    return input_rgb(image) if mode == "RGB" else image.convert(mode)
+    return input_rgb(image) if mode == "RGB" else eight_bit(image).convert(mode)
 
 
 def to_engine_request(message: Generate, lora_dir: Path) -> GenerationRequest:

@@ -10,15 +10,17 @@ from mrflow_protocol.messages import MemoryInfo
 
 
 def describe_device(device: str) -> str:
-    """ "cuda:0 NVIDIA H100 80GB HBM3", "cpu", ... for the configured (or automatic) device."""
+    """ "cuda:0 NVIDIA H100 80GB HBM3", "mps", "cpu" for the configured (or automatic) device;
+    raises the engine's InvalidRequestError (field "device") for one this machine lacks."""
     import torch
 
-    if not device:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and torch.cuda.is_available():
-        index = torch.device(device).index or 0
+    from mrflow_daemon.engine.pipeline import pick_device
+
+    chosen = pick_device(device or None)
+    if chosen.type == "cuda":
+        index = chosen.index if chosen.index is not None else torch.cuda.current_device()
         return f"cuda:{index} {torch.cuda.get_device_name(index)}"
-    return device
+    return chosen.type
 
 
 def process_rss_bytes(pid: int | None = None) -> int:
@@ -47,10 +49,13 @@ def system_ram_bytes() -> int:
 
 def memory_info(device_description: str) -> MemoryInfo:
     """Device memory in use on CUDA; this process's resident memory against RAM elsewhere."""
-    if device_description.startswith("cuda"):
+    if device_description.startswith("cuda:"):
         import torch
 
-        index = int(device_description.split()[0].split(":")[1])
-        free, total = torch.cuda.mem_get_info(index)
-        return MemoryInfo(used=total - free, total=total)
+        try:
+            index = int(device_description.split()[0].split(":")[1])
+            free, total = torch.cuda.mem_get_info(index)
+            return MemoryInfo(used=total - free, total=total)
+        except (ValueError, RuntimeError):  # a driver gone since the start: report the host
+            pass
     return MemoryInfo(used=process_rss_bytes(), total=system_ram_bytes())
