@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mrflow_protocol import ProtocolError, encode
+from mrflow_protocol import ErrorCode, ProtocolError, encode
 from mrflow_protocol import messages as m
 
 from mrflow_krita import images
@@ -301,7 +301,7 @@ class Controller:
         self._changed()
 
     def _on_error(self, error: m.Error, job: Job | None) -> None:
-        if job is None:
+        if job is None or not ErrorCode.ends_the_job(error.code):  # not about the job's fate
             self.last_error = _readable(error)
             log.warning("daemon error: %s", self.last_error)
             return

@@ -39,6 +39,13 @@ class ErrorCode:
     INTERNAL = "internal"  # a bug in the daemon; the message says what happened
 
     @classmethod
+    def ends_the_job(cls, code: str) -> bool:
+        """Whether an error carrying a `job_id` means that job is over. Not for these two: a
+        `duplicate_job` refuses a second request that reused the id of a job that goes on, and
+        an `unknown_type` refuses a request the daemon does not know, which changed nothing."""
+        return code not in (cls.DUPLICATE_JOB, cls.UNKNOWN_TYPE)
+
+    @classmethod
     def all(cls) -> frozenset[str]:
         return frozenset(
             value for name, value in vars(cls).items() if name.isupper() and isinstance(value, str)

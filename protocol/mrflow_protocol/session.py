@@ -213,7 +213,11 @@ class ClientSession:
                     fatal=True,
                 )
             self.welcome = message
-        elif isinstance(message, (Result, Error)) and message.job_id is not None:
+        elif (
+            isinstance(message, (Result, Error))
+            and message.job_id is not None
+            and (isinstance(message, Result) or ErrorCode.ends_the_job(message.code))
+        ):
             self.open_jobs.discard(message.job_id)
         return message
 

@@ -126,6 +126,16 @@ class TestClientSession:
         session.receive(encode(result))
         assert not session.open_jobs
 
+    def test_an_error_about_a_reused_id_or_unknown_request_leaves_the_job_open(self) -> None:
+        session = ClientSession(client_name="cli", token="t")
+        session.receive(self.welcome())
+        message, _ = session.generate(prompt="a")
+        for code in ("duplicate_job", "unknown_type"):
+            session.receive(encode(Error(code=code, message="x", job_id=message.job_id)))
+            assert message.job_id in session.open_jobs  # that job goes on
+        session.receive(encode(Error(code="cancelled", message="x", job_id=message.job_id)))
+        assert not session.open_jobs
+
     def test_a_request_over_the_frame_limit_is_refused_before_it_is_sent(self) -> None:
         session = ClientSession(client_name="cli", token="t")
         session.receive(self.welcome(limits=Limits(max_frame_bytes=len(IMAGE) + 64)))

@@ -26,6 +26,7 @@ from mrflow_protocol import (
     Cancel,
     ClientSession,
     Error,
+    ErrorCode,
     GetResult,
     GetStatus,
     Limits,
@@ -253,7 +254,11 @@ class Client:
             callbacks = list(self._status_callbacks) if pushed else []
         if future is not None:
             future.set_result(message)
-        elif job is not None and isinstance(message, JOB_EVENTS):
+        elif (
+            job is not None
+            and isinstance(message, JOB_EVENTS)
+            and not (isinstance(message, Error) and not ErrorCode.ends_the_job(message.code))
+        ):
             job._push(message)  # type: ignore[arg-type]  # JOB_EVENTS is exactly JobEvent
             if job.done:
                 with self._lock:
