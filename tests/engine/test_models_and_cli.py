@@ -142,6 +142,20 @@ def test_missing_lora_file_is_named(flux_engine, tmp_path):
     assert info.value.field == "loras"
 
 
+def test_running_out_of_memory_while_loading_a_lora_is_not_blamed_on_the_file(
+    flux_engine, tmp_path, monkeypatch
+):
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"weights")
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(flux_engine.adapter.pipe, "load_lora_weights", exhausted)
+    with pytest.raises(torch.OutOfMemoryError):  # the worker frees memory and says so
+        flux_engine.generate(request(loras=[LoraSpec(lora)]))
+
+
 def test_out_of_memory_becomes_a_clear_error(flux_engine, monkeypatch):
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

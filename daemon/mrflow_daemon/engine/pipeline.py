@@ -391,6 +391,8 @@ class MrFlowEngine:
             raise
         except Exception as exc:
             self._detach_loras(names)
+            if _is_oom(exc):  # not the file's fault: the caller frees memory and says so
+                raise
             raise InvalidRequestError(f"could not load LoRA: {exc}", field="loras") from exc
         return names
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -212,6 +213,9 @@ class GenerationWorker:
     def _describe_failure(self, job: Job, exc: Exception) -> tuple[str, str, str | None]:
         if is_out_of_memory(exc):
             log.warning("job %s ran out of device memory: %s", job.job_id, exc)
+            # The traceback's frames hold what was being built (a half-loaded model, a LoRA):
+            # drop their locals, or the cache cannot go back to the driver.
+            traceback.clear_frames(exc.__traceback__)
             free_device_memory()
             size = f"{job.request.width}x{job.request.height}"
             return (
