@@ -69,6 +69,17 @@ def test_resume_loads_finished_parts_instead_of_retraining(trained: Path) -> Non
     assert (trained / "checkpoints" / "transformer.pt").stat().st_mtime_ns == before
 
 
+def test_a_resumed_run_does_not_log_the_same_steps_twice(tmp_path: Path) -> None:
+    Trainer(get_config("tiny"), tmp_path, progress=False).train_vae()  # checkpoint at step 3
+    log = tmp_path / "train_log.jsonl"
+    kept = ['{"part": "vae", "step": 3, "loss": 0.5}', '{"part": "text", "step": 9, "loss": 0.1}']
+    # The run went on past its last checkpoint before it stopped, to step 5:
+    log.write_text("\n".join([*kept, '{"part": "vae", "step": 5, "loss": 0.4}']) + "\n")
+    resumed = Trainer(get_config("tiny"), tmp_path, progress=False, resume=True)
+    resumed.train_vae()  # loads the checkpoint: steps 4 and 5 are trained and logged again
+    assert log.read_text().splitlines() == kept
+
+
 def test_reuse_parts_trains_only_a_new_transformer(trained: Path, tmp_path: Path) -> None:
     """The VAE, upscaler and text encoders come from the exported model (fp16, as shipped);
     the transformer starts fresh and trains; a resumed run keeps the reused parts."""

@@ -251,7 +251,22 @@ class Trainer:
                 "started with, or start a fresh run in another --out"
             )
         self.states[part] = PartState(**payload["state"])
+        self._forget_log_after(part, self.states[part].step)
         return payload
+
+    def _forget_log_after(self, part: str, step: int) -> None:
+        """Drop the log lines of `part` past `step`: a resumed run logs those steps again."""
+        log_file = self.out / "train_log.jsonl"
+        if not log_file.exists():
+            return
+        kept = [
+            line
+            for line in log_file.read_text(encoding="utf-8").splitlines()
+            if not (
+                (record := json.loads(line)).get("part") == part and record.get("step", 0) > step
+            )
+        ]
+        log_file.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def _reuse_parts(self, model_dir: Path, continue_transformer: bool) -> None:
         """Checkpoint the VAE, upscaler and text encoders of an exported model as finished parts,
