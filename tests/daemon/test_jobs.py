@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from mrflow_daemon.engine.request import GenerationRequest
@@ -130,3 +131,24 @@ def test_loads_asked_for_while_the_worker_stops_are_refused_not_run() -> None:
     with pytest.raises(ShuttingDownError, match="shutting down"):
         late.result(0)
     assert ran == ["before"] and late.exception().code == "shutting_down"  # type: ignore[union-attr]
+
+
+def test_a_job_taken_just_as_the_worker_stops_is_cancelled_not_run() -> None:
+    from mrflow_daemon.server.worker import GenerationWorker
+
+    class Sink:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def job_cancelled(self, job: Job) -> None:
+            self.events.append(f"cancelled {job.job_id}")
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: self.events.append(name)
+
+    sink = Sink()
+    worker = GenerationWorker(JobQueue(max_total=10, max_per_client=10), None, sink)  # type: ignore[arg-type]
+    worker._stopping.set()  # stop() ran after take() handed the job out, before `running` was set
+    job = Job("late", "client", GenerationRequest("x"), "model")
+    worker._run_job(job)
+    assert sink.events == ["cancelled late"] and job.cancel_token.cancelled

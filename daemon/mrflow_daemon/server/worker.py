@@ -173,6 +173,10 @@ class GenerationWorker:
 
     def _run_job(self, job: Job) -> None:
         self.running = job
+        # stop() sets the flag and then reads `running`; here `running` is set and then the flag
+        # is read: a job taken just as the daemon began to stop is cancelled by one of the two.
+        if self._stopping.is_set():
+            job.cancel_token.cancel()
         if job.cancel_token.cancelled:  # cancelled between take() and here
             self.sink.job_cancelled(job)
             return
