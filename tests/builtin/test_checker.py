@@ -8,7 +8,11 @@ import random
 import numpy as np
 import pytest
 from mrflow_daemon.builtin.checker import check_image, components, edge_width
-from mrflow_daemon.builtin.evaluate import paired_difference_interval, wilson_interval
+from mrflow_daemon.builtin.evaluate import (
+    paired_difference_interval,
+    scene_bootstrap_interval,
+    wilson_interval,
+)
 from mrflow_daemon.builtin.world import (
     Shape,
     eval_cases,
@@ -144,6 +148,19 @@ def test_edge_width_tells_blur_from_detail() -> None:
     # A Gaussian blur's 10-90% rise is 2.563 sigma; widths add in quadrature. Measured between
     # samples (interpolated), not rounded up to the 0.125 px grid.
     assert abs(w_blur - math.hypot(2.563 * 2, w_sharp)) < 0.25
+
+
+def test_resampling_scenes_widens_the_interval_when_a_scenes_repeats_fail_together() -> None:
+    native = [True] * 100
+    scenes = [index // 10 for index in range(100)]  # 10 scenes, 10 seeds each
+    preset = [scene not in (2, 5, 7) for scene in scenes]  # fails every repeat of 3 scenes
+    low, high = paired_difference_interval(70, 30, 0, 0)
+    by_scene = scene_bootstrap_interval(native, preset, scenes)
+    assert by_scene[0] <= -0.3 <= by_scene[1]
+    assert by_scene[1] - by_scene[0] > 1.5 * (high - low)  # the pairs are not independent
+    alone = scene_bootstrap_interval(native, preset, list(range(100)))  # every pair its own scene
+    assert abs((alone[1] - alone[0]) - (high - low)) < 0.06  # close to the paired interval
+    assert scene_bootstrap_interval(native, native, scenes) == (0.0, 0.0)
 
 
 def test_wilson_interval_known_values() -> None:
