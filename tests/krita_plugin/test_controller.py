@@ -210,17 +210,7 @@ def test_undoing_a_discard_brings_back_an_ordinary_layer_not_a_preview(
     running = controller.start(
         DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("a ship\n  at sea")
     )
-    controller.handle(
-        m.Preview(
-            job_id=running.id,
-            step=1,
-            total=2,
-            image=png((0, 0, 0), (8, 8)),
-            format="png",
-            width=8,
-            height=8,
-        )
-    )
+    controller.handle(preview(running.id, 1, 2, (0, 0, 0)))
     assert document.topLevelNodes()[-1].name() == "[MrFlow preview] a ship at sea"  # one line
     controller.cancel(running.id)
     document.undo()  # Ctrl+Z after Cancel
@@ -306,17 +296,7 @@ def test_daemon_error_fails_the_job_and_removes_its_preview(
 ) -> None:
     document = painted_document(krita)
     job = controller.start(DocumentAdapter(document), JobKind.FILL_CANVAS, JobParams("x"))
-    controller.handle(
-        m.Preview(
-            job_id=job.id,
-            step=1,
-            total=2,
-            image=png((0, 0, 0), (8, 8)),
-            format="png",
-            width=8,
-            height=8,
-        )
-    )
+    controller.handle(preview(job.id, 1, 2, (0, 0, 0)))
     assert len(document.topLevelNodes()) == 2
     controller.handle(
         m.Error(code="out_of_memory", message="the GPU ran out of memory", job_id=job.id)
@@ -331,17 +311,7 @@ def test_cancel_and_discard(krita: Krita, controller: Controller, sent: Sent) ->
     document = painted_document(krita)
     adapter = DocumentAdapter(document)
     first = controller.start(adapter, JobKind.FILL_CANVAS, JobParams("one"))
-    controller.handle(
-        m.Preview(
-            job_id=first.id,
-            step=1,
-            total=2,
-            image=png((0, 0, 0), (8, 8)),
-            format="png",
-            width=8,
-            height=8,
-        )
-    )
+    controller.handle(preview(first.id, 1, 2, (0, 0, 0)))
     controller.cancel(first.id)
     assert sent.of(m.Cancel)[0].job_id == first.id and first.state is JobState.CANCELLED
     assert len(document.topLevelNodes()) == 1
@@ -492,16 +462,7 @@ def test_a_reopened_documents_stale_preview_becomes_an_ordinary_layer(
     # A live preview removed with Ctrl+Z and brought back with redo: the job has moved on to a
     # new preview layer, and the old one is released on the next look.
     job2 = controller.start(DocumentAdapter(reopened), JobKind.FILL_CANVAS, JobParams("b"))
-    preview = m.Preview(
-        job_id=job2.id,
-        step=1,
-        total=2,
-        image=png((0, 0, 0), (8, 8)),
-        format="png",
-        width=8,
-        height=8,
-    )
-    controller.handle(preview)
+    controller.handle(preview(job2.id, 1, 2, (0, 0, 0)))
     first_preview = reopened.topLevelNodes()[-1]
     reopened.undo()  # Ctrl+Z takes the preview away; the result makes a new preview layer
     finish(controller, job2.id, (0, 255, 0), (256, 176))
