@@ -248,16 +248,13 @@ class DocumentAdapter:
         self.document.refreshProjection()
 
 
-# The documents the plugin has met, with the key it gave each (closed ones are dropped).
+# The documents the plugin has met, with the key it gave each (closed ones are dropped by
+# `open_document_keys`; a closed document's wrapper equals no open one).
 _known_documents: list[tuple[str, Any]] = []
 
 
 def _document_key(document: Any) -> str:
     """A key for `document` that stays the same while it is open and no other document shares."""
-    open_documents = Krita.instance().documents()
-    _known_documents[:] = [
-        (key, known) for key, known in _known_documents if any(known == d for d in open_documents)
-    ]
     for key, known in _known_documents:
         if known == document:  # the same document, whichever wrapper object holds it
             return key
@@ -272,7 +269,9 @@ def active_document() -> DocumentAdapter | None:
 
 
 def open_document_keys() -> set[str]:
-    return {DocumentAdapter(document).key for document in Krita.instance().documents()}
+    keys = {_document_key(document) for document in Krita.instance().documents()}
+    _known_documents[:] = [(key, known) for key, known in _known_documents if key in keys]
+    return keys
 
 
 def document_by_key(key: str) -> DocumentAdapter | None:

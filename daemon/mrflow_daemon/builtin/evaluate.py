@@ -219,8 +219,8 @@ def evaluate(
     repeated = sorted({name for name in presets if presets.count(name) > 1})
     if repeated:
         raise ValueError(f"each preset may be named once; named twice: {', '.join(repeated)}")
-    earlier_native = (
-        _native_row(Path(native_from), model, n, guidance, presets) if native_from else None
+    earlier, earlier_native = (
+        _native_row(Path(native_from), model, n, guidance, presets) if native_from else ({}, None)
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ def evaluate(
         upscaler = trained_upscaler(Path(model)) if Path(model).is_dir() else None
     engine = MrFlowEngine.from_pretrained(model, device=device, upscaler=upscaler)
     if earlier_native is not None:
-        _check_same_machine(Path(str(native_from)), engine)
+        _check_same_machine(earlier, Path(str(native_from)), engine)
     cases = eval_cases(n)
     report = on_progress or (lambda _name, _done, _total: None)
 
@@ -325,8 +325,9 @@ class NativeFromError(ValueError):
 
 def _native_row(
     path: Path, model: str | Path, n: int, guidance: float | None, presets: Sequence[str]
-) -> Row:
-    """The native row of an earlier run, checked to be comparable pair by pair with this one."""
+) -> tuple[dict[str, Any], Row]:
+    """An earlier run's results and its native row, checked to be comparable pair by pair with
+    this one (the device and dtype are checked once the engine is loaded)."""
     if "native" in presets:
         raise NativeFromError("it replaces the native row: leave native out of --presets")
     try:
@@ -343,12 +344,11 @@ def _native_row(
     row = Row("native")
     row.passed = [not case["failed"]["native"] for case in cases]
     row.seconds = [summary["seconds_per_image_mean"]] * len(cases)
-    return row
+    return earlier, row
 
 
-def _check_same_machine(path: Path, engine: Any) -> None:
+def _check_same_machine(earlier: dict[str, Any], path: Path, engine: Any) -> None:
     """Speedups and pass rates compare only on the same device and dtype."""
-    earlier = json.loads(path.read_text(encoding="utf-8"))
     for key, value in (("device", str(engine.device)), ("dtype", str(engine.dtype))):
         if earlier.get(key) != value:
             engine.unload()

@@ -257,7 +257,7 @@ class Client:
         elif (
             job is not None
             and isinstance(message, JOB_EVENTS)
-            and not (isinstance(message, Error) and not ErrorCode.ends_the_job(message.code))
+            and (not isinstance(message, Error) or ErrorCode.ends_the_job(message.code))
         ):
             job._push(message)  # type: ignore[arg-type]  # JOB_EVENTS is exactly JobEvent
             if job.done:

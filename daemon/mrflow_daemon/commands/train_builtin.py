@@ -107,7 +107,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_device(device: str) -> None:
+    """A device name training runs on (cpu or cuda[:N]) that this machine has: the engine's
+    `pick_device` checks CUDA and the index."""
     import torch
+
+    from mrflow_daemon.engine.errors import EngineError
+    from mrflow_daemon.engine.pipeline import pick_device
 
     try:
         parsed = torch.device(device)
@@ -115,15 +120,12 @@ def _check_device(device: str) -> None:
         raise SystemExit(
             f"--device: {device!r} is not a torch device; allowed: cpu, cuda, cuda:N"
         ) from None
-    if parsed.type == "cpu":
-        return
-    if parsed.type != "cuda":
+    if parsed.type not in ("cpu", "cuda"):
         raise SystemExit(f"--device: training runs on cpu or cuda[:N], not {device!r}")
-    if not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available here; use --device cpu")
-    count = torch.cuda.device_count()
-    if parsed.index is not None and parsed.index >= count:
-        raise SystemExit(f"--device {device}: this machine has cuda:0 to cuda:{count - 1}")
+    try:
+        pick_device(device)
+    except EngineError as exc:
+        raise SystemExit(f"--device {device}: {exc.message}; use --device cpu") from None
 
 
 def run(args: argparse.Namespace) -> int:
