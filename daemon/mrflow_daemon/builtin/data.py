@@ -20,6 +20,7 @@ from mrflow_daemon.builtin.world import (
     render_batch,
     sample_placements,
     sample_train_scene,
+    shape_distance,
 )
 
 
@@ -103,8 +104,9 @@ def shape_tokens(batch: Batch, token: int = 16, dilate: int = 1) -> torch.Tensor
 
 
 def kind_labels(batch: Batch, token: int = 16) -> torch.Tensor:
-    """[B, tokens] uint8: 1 + the kind index of the shape whose extent (a square of its size
-    around its centre) covers a token's centre, 0 for background; row-major like the tokens."""
+    """[B, tokens] uint8: 1 + the kind index of the shape a token touches (its centre within
+    half a token of the shape's edge, by the renderer's own distance function), 0 for
+    background; a later shape wins where two touch one token. Row-major like the tokens."""
     if batch.placements is None:
         raise ValueError("kind_labels needs the batch's placements")
     _, _, height, width = batch.images.shape
@@ -116,9 +118,8 @@ def kind_labels(batch: Batch, token: int = 16) -> torch.Tensor:
     labels = torch.zeros(len(batch.scenes), *gy.shape, dtype=torch.uint8, device=device)
     for index, (scene, places) in enumerate(zip(batch.scenes, batch.placements, strict=True)):
         for shape, place in zip(scene.shapes, places, strict=True):
-            half = 0.5 * place.size * short
-            inside = ((gx - place.cx * width).abs() <= half) & (
-                (gy - place.cy * height).abs() <= half
+            distance = shape_distance(
+                shape.kind, gx - place.cx * width, gy - place.cy * height, place.size * short
             )
-            labels[index][inside] = KINDS.index(shape.kind) + 1
+            labels[index][distance <= token / 2] = KINDS.index(shape.kind) + 1
     return labels.flatten(1)

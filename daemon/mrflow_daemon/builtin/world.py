@@ -301,6 +301,23 @@ def _sdf_triangle(px: torch.Tensor, py: torch.Tensor, half_side: torch.Tensor) -
     return -torch.sqrt(x * x + y * y) * torch.sign(y)
 
 
+# Each kind's distance function and the share of a shape's extent its size parameter takes.
+_SHAPE_SDFS = {
+    "circle": (_sdf_circle, 0.5),
+    "square": (_sdf_square, 0.45),
+    "triangle": (_sdf_triangle, 0.575),
+}
+
+
+def shape_distance(
+    kind: str, px: torch.Tensor, py: torch.Tensor, extent: torch.Tensor | float
+) -> torch.Tensor:
+    """Signed distance in pixels from points (px, py), relative to a shape's centre, to the
+    edge of a shape of `kind` and `extent` pixels: negative inside, as the renderer draws it."""
+    sdf, share = _SHAPE_SDFS[kind]
+    return sdf(px, py, share * torch.as_tensor(extent, dtype=px.dtype, device=px.device))
+
+
 def render_batch(
     scenes: Sequence[Scene],
     placements: Sequence[Sequence[Placement]],
@@ -343,13 +360,7 @@ def render_batch(
         px = gx - params[:, j, 0].view(count, 1, 1)
         py = gy - params[:, j, 1].view(count, 1, 1)
         extent = params[:, j, 2].view(count, 1, 1)
-        sdf = torch.stack(
-            [
-                _sdf_circle(px, py, extent / 2),
-                _sdf_square(px, py, 0.45 * extent),
-                _sdf_triangle(px, py, 0.575 * extent),
-            ]
-        )
+        sdf = torch.stack([shape_distance(name, px, py, extent) for name in KINDS])
         sdf = sdf.gather(0, kind[:, j].view(1, count, 1, 1).expand(1, count, height, width))[0]
         coverage = ((0.5 - sdf).clamp(0, 1) * present[:, j].view(count, 1, 1)).unsqueeze(1)
         images = images * (1 - coverage) + colours[:, j].view(count, 3, 1, 1) * coverage
