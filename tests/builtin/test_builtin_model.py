@@ -54,3 +54,16 @@ def test_the_shipped_card_names_the_working_size_and_a_grammar_prompt() -> None:
     assert working_size(card) == (256, 256)
     assert card is not None and parse_caption(card["example_prompt"])
     assert working_size({"working_size": [256]}) is None and working_size(None) is None
+
+
+def test_the_shipped_card_asks_for_its_recipes_sampling_settings() -> None:
+    """The card's true CFG scale and refine sigma are the ones its recipe writes (and the ones
+    docs/quality.md measured): a retrained model ships with the same."""
+    from mrflow_daemon.builtin import model_card, refine_sigma, true_cfg_scale
+    from mrflow_daemon.builtin.config import get_config
+
+    card = model_card(trained_weights() or pytest.fail("no weights"))
+    assert card is not None
+    recipe = get_config(card["config"]).transformer
+    assert true_cfg_scale(card) == recipe.true_cfg_scale == 2.0
+    assert refine_sigma(card) == recipe.refine_sigma == 0.4

@@ -211,6 +211,11 @@ def test_resuming_with_other_settings_is_refused_naming_them(trained: Path, tmp_
         trainer.train_vae()
     with pytest.raises(ResumeMismatch, match=r"kind_loss_weight 0.0 \(now 2.0\), seed 0"):
         trainer.train_transformer()
+    # How the model is sampled (its card) is not how it trained: that may change on resume.
+    sampled = replace(config.transformer, true_cfg_scale=3.0, refine_sigma=0.5)
+    Trainer(
+        replace(config, transformer=sampled), tmp_path, progress=False, resume=True
+    ).train_transformer()
 
 
 def test_training_is_seeded(tmp_path: Path) -> None:
@@ -294,7 +299,8 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert paired["speedup"] > 0
     low, high = paired["difference_ci95_pp"]
     assert low <= paired["difference_pp"] <= high
-    assert "paper vs native" in format_table(results)
+    assert rows["paper"]["refine_sigma"] == 0.12 and rows["native"]["refine_sigma"] is None
+    assert "paper (refine sigma 0.12) vs native" in format_table(results)
 
 
 def test_eval_guidance_and_refine_sigma_reach_every_generation(
@@ -323,6 +329,19 @@ def test_eval_guidance_and_refine_sigma_reach_every_generation(
     )
     assert seen == [(1.0, None)] * 2 + [(1.0, 0.2)] * 2  # warm-up and case, per preset
     assert results["guidance"] == 1.0 and results["refine_sigma"] == 0.2
+    assert results["rows"]["paper"]["refine_sigma"] == 0.2
+
+
+def test_eval_samples_at_the_model_cards_refine_sigma(trained: Path, tmp_path: Path) -> None:
+    from mrflow_daemon.builtin.evaluate import evaluate
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "model", model)
+    card = json.loads((model / "builtin.json").read_text())
+    (model / "builtin.json").write_text(json.dumps({**card, "refine_sigma": 0.3}))
+    results = evaluate(model, n=1, presets=["paper"], out_dir=tmp_path / "eval", device="cpu")
+    assert results["refine_sigma"] is None  # no --refine-sigma given
+    assert results["rows"]["paper"]["refine_sigma"] == 0.3
 
 
 def test_eval_can_reuse_an_earlier_runs_native_row(trained: Path, tmp_path: Path) -> None:
@@ -350,6 +369,50 @@ def test_eval_can_reuse_an_earlier_runs_native_row(trained: Path, tmp_path: Path
             model, n=2, presets=["paper"], out_dir=tmp_path / "d", native_from=tmp_path / "gpu.json"
         )
     assert first["scenes"] == 2  # held-out scenes, in either phrasing
+
+
+def test_an_extended_eval_equals_one_run_over_all_pairs(trained: Path, tmp_path: Path) -> None:
+    from mrflow_daemon.builtin.evaluate import ExtendError, evaluate
+
+    model, presets = trained / "model", ["native", "paper"]
+    whole = evaluate(model, n=3, presets=presets, out_dir=tmp_path / "whole", device="cpu")
+    evaluate(model, n=1, presets=presets, out_dir=tmp_path / "part", device="cpu")
+    part = tmp_path / "part" / "results.json"
+    extended = evaluate(
+        model, n=3, presets=presets, out_dir=tmp_path / "ext", device="cpu", extend=part
+    )
+    assert extended["extended_from"] == {"results": str(part), "n": 1}
+    assert extended["scenes"] == whole["scenes"]
+    untimed = ("seconds",)
+    for ours, theirs in zip(extended["cases"], whole["cases"], strict=True):
+        assert {k: v for k, v in ours.items() if k not in untimed} == {
+            k: v for k, v in theirs.items() if k not in untimed
+        }  # seeded: the same pictures, checks and edge widths, reused or sampled now
+    for name, row in whole["rows"].items():
+        for key in ("n", "all_checks_pass", "per_check", "edge_width_px_median", "refine_sigma"):
+            assert extended["rows"][name][key] == row[key]
+    for key in ("both_pass", "only_native_passes", "only_this_passes"):
+        assert extended["against_native"]["paper"][key] == whole["against_native"]["paper"][key]
+    for kwargs, message in (
+        ({"n": 1}, r"already has 1 pairs; give --n above that"),
+        (
+            {"presets": ["paper"]},
+            r"has the rows ground_truth, vae, native, paper; extend it with --presets native,paper",
+        ),
+        ({"guidance": 1.0}, r"was run with guidance None, not 1.0"),
+        ({"native_from": part}, r"--extend takes the native row from the run it extends"),
+    ):
+        options = {"n": 3, "presets": presets, **kwargs}
+        with pytest.raises((ExtendError, ValueError), match=message):
+            evaluate(model, out_dir=tmp_path / "bad", device="cpu", extend=part, **options)
+    old = json.loads(part.read_text())
+    for case in old["cases"]:  # as runs before per-pair times were kept wrote them
+        del case["seconds"], case["edge_px"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ExtendError, match="does not keep each pair's edge width and time"):
+        evaluate(
+            model, n=3, presets=presets, out_dir=tmp_path / "bad", extend=tmp_path / "old.json"
+        )
 
 
 @pytest.mark.parametrize(
@@ -530,6 +593,21 @@ def test_caption_dropout_trains_on_the_empty_caption(
     assert any(caption == "" for caption in seen) == expect_empty
     card = json.loads((trainer.export() / "builtin.json").read_text())
     assert card.get("true_cfg_scale") == (tiny.transformer.true_cfg_scale if dropout else None)
+    assert "refine_sigma" not in card  # the tiny config leaves each preset's own
+
+
+def test_the_cpu_config_writes_its_refine_sigma_to_the_card(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mrflow_daemon.builtin import model_card, refine_sigma
+
+    tiny = get_config("tiny")
+    sigma = get_config("cpu").transformer.refine_sigma
+    assert sigma is not None and 0.12 < sigma <= 1  # measured higher than the paper's
+    config = replace(tiny, transformer=replace(tiny.transformer, refine_sigma=sigma))
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainer.train_transformer()
+    assert refine_sigma(model_card(trainer.export())) == sigma
 
 
 def test_pick_size_draws_every_bucket_unless_square_only() -> None:
@@ -613,23 +691,32 @@ def test_train_command_rejects_a_kind_loss_outside_0_to_10(value: str) -> None:
         command.run(args)
 
 
-def test_kind_labels_mark_each_shapes_tokens_with_its_kind() -> None:
+def test_kind_labels_mark_the_tokens_each_shape_covers_with_its_kind() -> None:
     from mrflow_daemon.builtin.data import Batch, kind_labels
-    from mrflow_daemon.builtin.world import KINDS, Placement, make_scene, parse_caption
+    from mrflow_daemon.builtin.world import (
+        KINDS,
+        Placement,
+        make_scene,
+        parse_caption,
+        render_batch,
+    )
 
     scene = parse_caption(
-        "a red square on the left and a blue triangle at the top, grey background"
+        "a red circle on the left and a blue triangle at the top, grey background"
     )
     scene = make_scene(scene.shapes, scene.background)
     places = (Placement(0.2, 0.5, 0.2), Placement(0.5, 0.2, 0.2))
-    images = torch.zeros(1, 3, 256, 256)
-    labels = kind_labels(Batch(images, [scene.caption()], [scene], [places]))
-    grid = labels.view(16, 16)
-    assert grid[8, 3] == 1 + KINDS.index("square")  # token centre (56, 136): inside the left shape
-    assert grid[3, 8] == 1 + KINDS.index("triangle")
-    assert grid[8, 8] == 0 and grid[15, 15] == 0  # centre and corner: background
-    # 51.2 px extents: 3 x 4 token centres for the left shape, 4 x 3 for the top one
-    assert int((grid > 0).sum()) == 24
+    images = render_batch([scene], [places], 256, 256)
+    grid = kind_labels(Batch(images, [scene.caption()], [scene], [places])).view(16, 16)
+    # The share of each 16 px token the shapes cover, from the rendered picture.
+    drawn = ((images[0] - 128 / 255).abs().amax(dim=0) > 0.1).float()
+    coverage = torch.nn.functional.avg_pool2d(drawn[None, None], 16)[0, 0]
+    assert bool((grid[coverage >= 0.1] > 0).all())  # every token a shape covers a tenth of
+    assert bool((grid[coverage == 0] == 0).all())  # no token it misses
+    # The triangle's apex (row 1, a quarter covered) is a triangle token; a box of the
+    # shape's extent around its centroid would have missed it.
+    assert grid[1, 7] == grid[1, 8] == 1 + KINDS.index("triangle")
+    assert grid[7, 2] == 1 + KINDS.index("circle")
     with pytest.raises(ValueError, match="placements"):
         kind_labels(Batch(images, [scene.caption()], [scene]))
 

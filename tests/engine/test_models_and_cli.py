@@ -60,6 +60,28 @@ def test_a_builtin_card_turns_on_true_cfg_only_with_a_valid_scale(
     assert info.default_guidance == (card["true_cfg_scale"] if true_cfg else 3.5)
 
 
+@pytest.mark.parametrize(
+    ("card", "sigma"),
+    [
+        ({"refine_sigma": 0.5}, 0.5),
+        ({"refine_sigma": 1}, 1.0),
+        ({"refine_sigma": 0}, None),
+        ({"refine_sigma": 1.5}, None),
+        ({"refine_sigma": "0.5"}, None),
+        ({"refine_sigma": True}, None),
+        ({}, None),
+    ],
+)
+def test_a_builtin_card_sets_the_refine_sigma_only_when_valid(tiny_flux_dir, tmp_path, card, sigma):
+    import shutil
+
+    folder = tmp_path / "flux"
+    shutil.copytree(tiny_flux_dir, folder)
+    (folder / "builtin.json").write_text(json.dumps(card), encoding="utf-8")
+    assert family_info(folder).refine_sigma == sigma
+    assert family_info(tiny_flux_dir).refine_sigma is None  # no card: each preset's own
+
+
 def test_schnell_runs_without_guidance(tmp_path, real_upscaler):
     folder = make_tiny_model(tmp_path / "schnell", family="flux-schnell")
     engine = MrFlowEngine.from_pretrained(folder, device="cpu", upscaler=real_upscaler)
@@ -199,6 +221,7 @@ def test_cli_make_tiny_model_and_presets(tmp_path, capsys):
     listing = capsys.readouterr().out
     for name in ("paper", "quality", "text", "turbo", "native"):
         assert name in listing
+    assert "the built-in model's: 0.4" in listing  # read from the shipped card
 
 
 def test_cli_generate_writes_stages_and_timings(tiny_flux_dir, tmp_path, capsys):

@@ -191,6 +191,20 @@ def test_overrides_win_over_the_preset():
     assert plan.scale == 4 and plan.guidance == 5.0
 
 
+def test_a_model_cards_refine_sigma_replaces_every_presets_own():
+    from dataclasses import replace
+
+    carded = replace(FLUX_DEV, refine_sigma=0.5)
+    for preset in ("paper", "quality", "text"):
+        plan = plan_for(carded, preset=preset)
+        assert plan.refine_sigma == 0.5 and plan.refine_sigmas == (0.5, 0.0)
+        assert any("sigma 0.5 (its model card)" in note for note in plan.notes)
+    assert plan_for(carded, refine_sigma=0.2).refine_sigmas == (0.2, 0.0)  # the request wins
+    assert not plan_for(carded, refine_sigma=0.2).notes
+    assert plan_for(carded, preset="native").refine_sigmas == ()
+    assert plan_for(FLUX_DEV).refine_sigmas == (0.12, 0.0)  # no card: the paper's
+
+
 def test_img2img_truncates_the_schedule_by_strength():
     image = Image.new("RGB", (512, 512))
     full = plan_for(width=512, height=512)

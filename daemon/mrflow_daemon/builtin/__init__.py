@@ -58,6 +58,17 @@ def true_cfg_scale(card: dict[str, Any] | None) -> float | None:
     return float(value)
 
 
+def refine_sigma(card: dict[str, Any] | None) -> float | None:
+    """The refine sigma a built-in-world model's staged presets use instead of their own (from
+    its card), or None where each preset's own applies. A small model's low-res stage gets
+    more wrong than FLUX.1's at 512 px, so its refine step must start from more noise to mend
+    it (docs/quality.md measures the sweep)."""
+    value = card.get("refine_sigma") if card else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1e-4 <= value <= 1.0:
+        return None
+    return float(value)
+
+
 def max_side(model_dir: Path | None) -> int | None:
     """The longest side a built-in-world model folder was trained for (from its card), or None
     for any other folder. The daemon advertises it so clients size their requests to it."""

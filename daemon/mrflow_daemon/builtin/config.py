@@ -97,6 +97,9 @@ class TransformerConfig:
     # With caption dropout, the true CFG scale the model is sampled at: written to its card
     # (`builtin.json`), which the engine reads, and used by the trainer's quick check.
     true_cfg_scale: float = 2.0
+    # The refine sigma of every staged preset on this model, written to its card (None: each
+    # preset's own, the paper's 0.12 for `paper`). Measured with `mrflow eval --refine-sigma`.
+    refine_sigma: float | None = None
     # 0: fresh pictures every step. N > 0: step k trains on the pictures of step k mod N, whose
     # latents are encoded once and kept in memory (the VAE encode is ~40% of a CPU step at 256 px);
     # noise and timesteps stay fresh per step.
@@ -212,6 +215,9 @@ def cpu_config() -> TrainConfig:
             caption_dropout=0.1,
             kind_loss_weight=0.5,
             finish=FinishPhase(share=0.3),
+            # 0.12 fixes too little of what a 64-token low-res stage gets wrong: see
+            # docs/quality.md, "Refine sigma".
+            refine_sigma=0.4,
         ),
         upscaler=UpscalerConfig(num_feat=24, num_conv=4, steps=100_000, batch_size=8, crop=96),
         time_shares=(0.10, 0.03, 0.02, 0.80),

@@ -85,39 +85,53 @@ class Row:
     passed: list[bool] = field(default_factory=list)
     checks: dict[str, list[bool]] = field(default_factory=lambda: {c: [] for c in CHECKS})
     failed: list[list[str]] = field(default_factory=list)  # per case, the checks that failed
-    edge_widths: list[float] = field(default_factory=list)
+    edges: list[float | None] = field(default_factory=list)  # per case; None: nothing to measure
     seconds: list[float] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)  # the first GRID_ROWS, for the grid
     two_shape: list[bool] = field(default_factory=list)
+    refine_sigma: float | None = None  # the refine step's start, for a staged preset
 
     def add(self, image: Any, case: EvalCase, seconds: float) -> None:
         result: CheckResult = check_image(image, case.scene)
-        self.passed.append(result.passed)
-        self.two_shape.append(len(case.scene.shapes) == 2)
-        for name, ok in result.checks().items():
-            self.checks[name].append(ok)
-        self.failed.append([name for name, ok in result.checks().items() if not ok])
-        width = edge_width(image, case.scene, result)
-        if width is not None:
-            self.edge_widths.append(width)
-        self.seconds.append(seconds)
+        failed = [name for name, ok in result.checks().items() if not ok]
+        self._append(case, failed, edge_width(image, case.scene, result), seconds)
         if len(self.images) < GRID_ROWS:
             self.images.append(image)
+
+    def restore(self, case: EvalCase, record: dict[str, Any]) -> None:
+        """One case as an earlier run's results.json recorded it (see `evaluate`'s `extend`)."""
+        self._append(
+            case,
+            list(record["failed"][self.name]),
+            record["edge_px"][self.name],
+            record["seconds"][self.name],
+        )
+
+    def _append(
+        self, case: EvalCase, failed: list[str], edge: float | None, seconds: float
+    ) -> None:
+        self.passed.append(not failed)
+        self.two_shape.append(len(case.scene.shapes) == 2)
+        for name in CHECKS:
+            self.checks[name].append(name not in failed)
+        self.failed.append(failed)
+        self.edges.append(edge)
+        self.seconds.append(seconds)
 
     def summary(self) -> dict[str, Any]:
         total, passes = len(self.passed), sum(self.passed)
         low, high = wilson_interval(passes, total)
+        edges = [width for width in self.edges if width is not None]
         return {
             "n": total,
             "all_checks_pass": passes / total if total else None,
             "ci95": [low, high],
             "per_check": {name: sum(v) / len(v) if v else None for name, v in self.checks.items()},
-            "edge_width_px_median": statistics.median(self.edge_widths)
-            if self.edge_widths
-            else None,
+            "edge_width_px_median": statistics.median(edges) if edges else None,
             "two_shapes": self._two_shape_summary(),
             "seconds_per_image_mean": statistics.fmean(self.seconds) if self.seconds else None,
             "seconds_per_image_median": statistics.median(self.seconds) if self.seconds else None,
+            "refine_sigma": self.refine_sigma,
         }
 
     def _two_shape_summary(self) -> dict[str, Any]:
@@ -196,6 +210,7 @@ def evaluate(
     guidance: float | None = None,
     refine_sigma: float | None = None,
     native_from: str | Path | None = None,
+    extend: str | Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write `results.json` and `grid.png` to `out_dir`; returns the results.
@@ -205,7 +220,9 @@ def evaluate(
     overrides the staged presets' refine sigma (native has none). `results["cases"]` keeps each
     case's outcome per row, so runs can be compared pair by pair later: `native_from` takes the
     native row from an earlier run's results.json (same model, pairs and guidance) instead of
-    sampling it again, which on a CPU is most of the time.
+    sampling it again, which on a CPU is most of the time. `extend` takes every row of an earlier
+    run with the same options over fewer pairs (the pairs are a fixed list, so its pairs are
+    this run's first) and samples only the rest; the grid then shows the first pairs sampled now.
     """
     import torch
 
@@ -219,9 +236,13 @@ def evaluate(
     repeated = sorted({name for name in presets if presets.count(name) > 1})
     if repeated:
         raise ValueError(f"each preset may be named once; named twice: {', '.join(repeated)}")
+    if native_from and extend:
+        raise NativeFromError("--extend takes the native row from the run it extends")
     earlier, earlier_native = (
         _native_row(Path(native_from), model, n, guidance, presets) if native_from else ({}, None)
     )
+    settings = {"guidance": guidance, "refine_sigma": refine_sigma, "native_from": None}
+    extended = _extended(Path(extend), model, n, presets, settings) if extend else {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if upscaler is None:  # the upscaler trained with the model, when its folder has one
@@ -229,11 +250,20 @@ def evaluate(
     engine = MrFlowEngine.from_pretrained(model, device=device, upscaler=upscaler)
     if earlier_native is not None:
         _check_same_machine(earlier, Path(str(native_from)), engine)
+    if extended:
+        _check_same_machine(extended, Path(str(extend)), engine, ExtendError)
     cases = eval_cases(n)
+    reused = extended.get("cases", [])
     report = on_progress or (lambda _name, _done, _total: None)
 
-    truth, vae = Row("ground_truth"), Row("vae")
-    for index, case in enumerate(cases):
+    def restored(name: str) -> Row:
+        row = Row(name, refine_sigma=extended["rows"][name].get("refine_sigma") if reused else None)
+        for case, record in zip(cases, reused, strict=False):
+            row.restore(case, record)
+        return row
+
+    truth, vae = restored("ground_truth"), restored("vae")
+    for index, case in enumerate(cases[len(reused) :], start=len(reused)):
         image = render_image(case.scene, case.placements(), SIZE, SIZE)
         truth.add(image, case, 0.0)
         started = time.perf_counter()
@@ -245,11 +275,11 @@ def evaluate(
 
     rows = [truth, vae]
     for name in presets:
-        row = Row(name)
+        row = restored(name)
         # One untimed warm-up, so the first case does not pay for kernels' first use.
         engine.generate(
             GenerationRequest(
-                cases[0].caption,
+                cases[len(reused)].caption,
                 SIZE,
                 SIZE,
                 preset=name,
@@ -259,7 +289,7 @@ def evaluate(
                 return_stages=False,
             )
         )
-        for index, case in enumerate(cases):
+        for index, case in enumerate(cases[len(reused) :], start=len(reused)):
             request = GenerationRequest(
                 case.caption,
                 SIZE,
@@ -273,6 +303,8 @@ def evaluate(
             started = time.perf_counter()
             result = engine.generate(request)
             row.add(result.image, case, time.perf_counter() - started)
+            if result.plan.staged:  # the preset's, the model card's or --refine-sigma
+                row.refine_sigma = result.plan.refine_sigma
             report(name, index + 1, n)
         rows.append(row)
 
@@ -296,13 +328,16 @@ def evaluate(
                 "caption": case.caption,
                 "seed": case.seed,
                 "failed": {row.name: row.failed[index] for row in rows},
+                "edge_px": {row.name: row.edges[index] for row in rows},
+                "seconds": {row.name: row.seconds[index] for row in rows},
             }
             for index, case in enumerate(cases)
         ],
     }
+    if extend:
+        results["extended_from"] = {"results": str(extend), "n": len(reused)}
     native = by_name.get("native") or earlier_native
-    if earlier_native is not None:
-        results["native_from"] = str(native_from)
+    results["native_from"] = str(native_from) if native_from else None
     if native is not None:
         native_time = statistics.fmean(native.seconds)
         results["against_native"] = {
@@ -342,17 +377,58 @@ def _native_row(
         if earlier.get(key) != value:
             raise NativeFromError(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
     row = Row("native")
-    row.passed = [not case["failed"]["native"] for case in cases]
-    row.seconds = [summary["seconds_per_image_mean"]] * len(cases)
+    for case, record in zip(eval_cases(n), cases, strict=True):
+        if "seconds" in record:
+            row.restore(case, record)
+        else:  # runs before 2026-11-27 kept only the row's mean time and no edge widths
+            row._append(case, record["failed"]["native"], None, summary["seconds_per_image_mean"])
     return earlier, row
 
 
-def _check_same_machine(earlier: dict[str, Any], path: Path, engine: Any) -> None:
+def _check_same_machine(
+    earlier: dict[str, Any], path: Path, engine: Any, error: type[ValueError] = NativeFromError
+) -> None:
     """Speedups and pass rates compare only on the same device and dtype."""
     for key, value in (("device", str(engine.device)), ("dtype", str(engine.dtype))):
         if earlier.get(key) != value:
             engine.unload()
-            raise NativeFromError(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
+            raise error(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
+
+
+class ExtendError(ValueError):
+    """`extend` names results that this run cannot continue."""
+
+
+def _extended(
+    path: Path, model: str | Path, n: int, presets: Sequence[str], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """An earlier run's results, checked to be this run's first pairs with the same options (the
+    device and dtype are checked once the engine is loaded)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        cases, rows = earlier["cases"], earlier["rows"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ExtendError(f"{path} holds no results to extend ({exc})") from None
+    if not cases or "seconds" not in cases[0]:
+        raise ExtendError(
+            f"{path} does not keep each pair's edge width and time (runs before 2026-11-27 "
+            "did not); it cannot be extended"
+        )
+    if len(cases) >= n:
+        raise ExtendError(f"{path} already has {len(cases)} pairs; give --n above that")
+    expected = [(case.caption, case.seed) for case in eval_cases(len(cases))]
+    if [(c["caption"], c["seed"]) for c in cases] != expected:
+        raise ExtendError(f"{path} was run on other pairs than this run's first {len(cases)}")
+    wanted_rows = ["ground_truth", "vae", *presets]
+    if list(rows) != wanted_rows:
+        raise ExtendError(
+            f"{path} has the rows {', '.join(rows)}; extend it with --presets "
+            + ",".join(list(rows)[2:])
+        )
+    for key, value in (("model", str(model)), *settings.items()):
+        if earlier.get(key) != value:
+            raise ExtendError(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
+    return dict(earlier)
 
 
 def write_grid(rows: Sequence[Row], path: Path) -> None:
@@ -398,8 +474,10 @@ def format_table(results: dict[str, Any]) -> str:
                 f" on the {two['n']} two-shape prompts"
             )
     for name, paired in results.get("against_native", {}).items():
+        sigma = results["rows"][name].get("refine_sigma")
         lines.append(
-            f"{name} vs native: {paired['difference_pp']:+.1f} pp all-checks "
+            f"{name}{f' (refine sigma {sigma:g})' if sigma else ''} vs native: "
+            f"{paired['difference_pp']:+.1f} pp all-checks "
             f"(95% CI {paired['difference_ci95_pp'][0]:+.1f} to {paired['difference_ci95_pp'][1]:+.1f}; "
             f"resampling scenes {paired['difference_ci95_pp_by_scene'][0]:+.1f} to "
             f"{paired['difference_ci95_pp_by_scene'][1]:+.1f}), "

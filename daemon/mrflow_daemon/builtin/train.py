@@ -64,6 +64,7 @@ PARTS = ("vae", "upscaler", "text", "transformer")
 UPSCALER_FILE = "upscaler/realesr-shapes-x2.safetensors"  # matches builtin.UPSCALER_GLOB
 LOG_EVERY = 25  # steps between train_log.jsonl lines
 MAX_SKIPPED_IN_A_ROW = 20
+CARD_ONLY_FIELDS = ("true_cfg_scale", "refine_sigma")  # written to the card, not trained on
 
 
 class ResumeMismatch(ValueError):
@@ -240,6 +241,9 @@ class Trainer:
             return None
         payload = torch.load(path, map_location=self.device, weights_only=False)
         saved, wanted = payload.get("recipe"), self._recipe(part)
+        if saved is not None:  # how the model is sampled may change; how it trains may not
+            saved = {k: v for k, v in saved.items() if k not in CARD_ONLY_FIELDS}
+            wanted = {k: v for k, v in wanted.items() if k not in CARD_ONLY_FIELDS}
         if saved is not None and saved != wanted:  # checkpoints before 2026-11-27 have none
             differing = ", ".join(
                 f"{key} {saved.get(key)!r} (now {wanted.get(key)!r})"
@@ -864,6 +868,8 @@ class Trainer:
         }
         if self.true_cfg_scale() > 1:
             info["true_cfg_scale"] = self.true_cfg_scale()
+        if self.config.transformer.refine_sigma is not None:
+            info["refine_sigma"] = self.config.transformer.refine_sigma
         (model_dir / CARD_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         return model_dir
 

@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n and --guidance) instead of sampling native again",
     )
     parser.add_argument(
+        "--extend",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="continue an earlier run with the same model, presets and options to --n pairs: its "
+        "pairs are this run's first, so only the rest are sampled",
+    )
+    parser.add_argument(
         "--upscaler",
         default=None,
         help="upscaler weights (default: the model folder's upscaler/*.safetensors)",
@@ -80,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
-    from mrflow_daemon.builtin.evaluate import NativeFromError, evaluate, format_table
+    from mrflow_daemon.builtin.evaluate import (
+        ExtendError,
+        NativeFromError,
+        evaluate,
+        format_table,
+    )
     from mrflow_daemon.engine.errors import EngineError
     from mrflow_daemon.engine.presets import UnknownPresetError, get_preset
 
@@ -119,10 +132,13 @@ def run(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             refine_sigma=args.refine_sigma,
             native_from=args.native_from,
+            extend=args.extend,
             on_progress=progress,
         )
     except NativeFromError as exc:  # checked before any generation
         raise SystemExit(f"--native-from: {exc}") from None
+    except ExtendError as exc:
+        raise SystemExit(f"--extend: {exc}") from None
     except EngineError as exc:  # no such model, no such device, ...
         where = f"--{exc.field.replace('_', '-')}: " if exc.field else ""
         raise SystemExit(f"{where}{exc.message}") from None

@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         if args.plan:
             print(plan.describe())
         else:
-            for note in plan.notes:  # what the request asked for that does not apply
+            for note in plan.notes:  # what does not apply, or comes from the model card
                 print(f"note: {note}", file=sys.stderr)
         if args.save_stages is not None:
             args.save_stages.mkdir(parents=True, exist_ok=True)

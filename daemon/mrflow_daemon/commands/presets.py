@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from mrflow_daemon.builtin import model_card, refine_sigma, trained_weights
 from mrflow_daemon.engine.presets import DEFAULT_PRESET, PRESETS
 
 
@@ -34,6 +35,12 @@ def format_presets() -> str:
         "steps: low-res (stage 1) steps, 'model' = the model's own default (50; 4 for schnell)"
     )
     lines.append("refine/sigma: Euler steps from sigma to 0 at full size after the GAN upscale")
+    weights = trained_weights()
+    builtin = refine_sigma(model_card(weights)) if weights is not None else None
+    lines.append(
+        "a model's card may set its own sigma for every staged preset"
+        + (f" (the built-in model's: {builtin:g})" if builtin is not None else "")
+    )
     return "\n".join(lines)
 
 

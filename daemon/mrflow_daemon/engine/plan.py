@@ -55,6 +55,9 @@ class FamilyInfo:
     true_cfg: bool  # two transformer calls per step (conditional and negative)
     size_multiple: int = 16  # VAE factor 8 x 2x2 latent patches
     distilled: bool = False
+    refine_sigma: float | None = None
+    """The model's own refine sigma for every staged preset (a built-in-world model's card);
+    None: each preset's. A request's `refine_sigma` still wins."""
 
 
 @dataclass(frozen=True)
@@ -296,9 +299,15 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
         _check_int(
             refine_steps, "refine_steps", 1, MAX_REFINE_STEPS, f"between 1 and {MAX_REFINE_STEPS}"
         )
-        refine_sigma = (
-            request.refine_sigma if request.refine_sigma is not None else preset.refine_sigma
-        )
+        refine_sigma = request.refine_sigma
+        if refine_sigma is None:
+            refine_sigma = preset.refine_sigma
+            if family.refine_sigma is not None and family.refine_sigma != preset.refine_sigma:
+                refine_sigma = family.refine_sigma
+                notes.append(
+                    f"this model refines from sigma {refine_sigma:g} (its model card), "
+                    f"not preset {preset.name!r}'s {preset.refine_sigma:g}"
+                )
         refine_sigma = _check_float(refine_sigma, "refine_sigma", 1e-4, 1.0, "between 0.0001 and 1")
         refine_sigmas = refine_sigma_list(refine_sigma, refine_steps)
     else:

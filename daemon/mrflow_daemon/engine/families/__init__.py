@@ -96,14 +96,18 @@ def family_info(folder: str | Path) -> FamilyInfo:
 
 
 def with_card(info: FamilyInfo, root: Path) -> FamilyInfo:
-    """A built-in-world FLUX model whose card asks for true CFG: two calls a step, with the
-    card's scale as the default guidance (its embedded guidance input is then held fixed)."""
-    from mrflow_daemon.builtin import model_card, true_cfg_scale
+    """A built-in-world FLUX model's card may ask for true CFG (two calls a step, with the
+    card's scale as the default guidance; its embedded guidance input is then held fixed) and
+    for its own refine sigma in every staged preset."""
+    from mrflow_daemon.builtin import model_card, refine_sigma, true_cfg_scale
 
-    scale = true_cfg_scale(model_card(root))
-    if scale is None or info.name != "flux-dev":
+    card = model_card(root)
+    if card is None or info.name != "flux-dev":
         return info
-    return dataclasses.replace(info, default_guidance=scale, true_cfg=True)
+    scale = true_cfg_scale(card)
+    if scale is not None:
+        info = dataclasses.replace(info, default_guidance=scale, true_cfg=True)
+    return dataclasses.replace(info, refine_sigma=refine_sigma(card))
 
 
 def family_of_pipeline(pipe: Any) -> FamilyInfo:
