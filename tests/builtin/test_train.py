@@ -371,23 +371,36 @@ def test_eval_can_reuse_an_earlier_runs_native_row(trained: Path, tmp_path: Path
     assert first["scenes"] == 2  # held-out scenes, in either phrasing
 
 
-def test_an_extended_eval_equals_one_run_over_all_pairs(trained: Path, tmp_path: Path) -> None:
-    from mrflow_daemon.builtin.evaluate import ExtendError, evaluate
+def test_an_extended_eval_equals_one_run_over_all_pairs(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mrflow_daemon.builtin.evaluate import ExtendError, NativeFromError, evaluate
+    from mrflow_daemon.engine.pipeline import MrFlowEngine
 
-    model, presets = trained / "model", ["native", "paper"]
+    model, presets = tmp_path / "model", ["native", "paper"]
+    shutil.copytree(trained / "model", model)
     whole = evaluate(model, n=3, presets=presets, out_dir=tmp_path / "whole", device="cpu")
     evaluate(model, n=1, presets=presets, out_dir=tmp_path / "part", device="cpu")
     part = tmp_path / "part" / "results.json"
+    prompts: list[str] = []
+    real_generate = MrFlowEngine.generate
+
+    def counting(self: MrFlowEngine, request: Any, *args: Any, **kwargs: Any) -> Any:
+        prompts.append(request.prompt)
+        return real_generate(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(MrFlowEngine, "generate", counting)
     extended = evaluate(
         model, n=3, presets=presets, out_dir=tmp_path / "ext", device="cpu", extend=part
     )
+    assert len(prompts) == 2 * (1 + 2)  # per preset: a warm-up and the two new pairs only
     assert extended["extended_from"] == {"results": str(part), "n": 1}
+    earlier = json.loads(part.read_text())["cases"][0]
+    assert extended["cases"][0] == earlier  # the reused pair, times included, as recorded
     assert extended["scenes"] == whole["scenes"]
-    untimed = ("seconds",)
     for ours, theirs in zip(extended["cases"], whole["cases"], strict=True):
-        assert {k: v for k, v in ours.items() if k not in untimed} == {
-            k: v for k, v in theirs.items() if k not in untimed
-        }  # seeded: the same pictures, checks and edge widths, reused or sampled now
+        del ours["seconds"], theirs["seconds"]
+        assert ours == theirs  # seeded: the same checks and edge widths, reused or sampled now
     for name, row in whole["rows"].items():
         for key in ("n", "all_checks_pass", "per_check", "edge_width_px_median", "refine_sigma"):
             assert extended["rows"][name][key] == row[key]
@@ -395,23 +408,55 @@ def test_an_extended_eval_equals_one_run_over_all_pairs(trained: Path, tmp_path:
         assert extended["against_native"]["paper"][key] == whole["against_native"]["paper"][key]
     for kwargs, message in (
         ({"n": 1}, r"already has 1 pairs; give --n above that"),
-        (
-            {"presets": ["paper"]},
-            r"has the rows ground_truth, vae, native, paper; extend it with --presets native,paper",
-        ),
+        ({"presets": ["paper", "native"]}, r"extend it with --presets native,paper"),
         ({"guidance": 1.0}, r"was run with guidance None, not 1.0"),
-        ({"native_from": part}, r"--extend takes the native row from the run it extends"),
+        ({"refine_sigma": 0.3}, r"was run with refine_sigma None, not 0.3"),
+        ({"native_from": part}, r"give --extend or --native-from, not both"),
+        ({"out_dir": tmp_path / "part"}, r"is in the output folder"),
     ):
-        options = {"n": 3, "presets": presets, **kwargs}
-        with pytest.raises((ExtendError, ValueError), match=message):
-            evaluate(model, out_dir=tmp_path / "bad", device="cpu", extend=part, **options)
+        options = {"n": 3, "presets": presets, "out_dir": tmp_path / "bad", **kwargs}
+        with pytest.raises(ExtendError, match=message):
+            evaluate(model, device="cpu", extend=part, **options)
+    with pytest.raises(NativeFromError, match="is in the output folder"):
+        evaluate(model, n=1, presets=["paper"], out_dir=tmp_path / "part", native_from=part)
+    # New weights or a new card behind the same path: the earlier pairs are not this model's.
+    original = (model / "builtin.json").read_bytes()
+    card = json.loads(original)
+    (model / "builtin.json").write_text(json.dumps({**card, "refine_sigma": 0.3}))
+    with pytest.raises(ExtendError, match="was run with other weights or card"):
+        evaluate(model, n=3, presets=presets, out_dir=tmp_path / "bad", device="cpu", extend=part)
     old = json.loads(part.read_text())
+    del old["model_fingerprint"]  # as runs before 2026-11-27 wrote them: the card is not seen,
+    (tmp_path / "unprinted.json").write_text(json.dumps(old))  # but the sigma it gave is
+    with pytest.raises(
+        ExtendError, match=r"paper row was refined from sigma 0.12, this run's from 0.3"
+    ):
+        evaluate(
+            model,
+            n=3,
+            presets=presets,
+            out_dir=tmp_path / "bad",
+            extend=tmp_path / "unprinted.json",
+        )
     for case in old["cases"]:  # as runs before per-pair times were kept wrote them
         del case["seconds"], case["edge_px"]
     (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(ExtendError, match="does not keep each pair's edge width and time"):
         evaluate(
             model, n=3, presets=presets, out_dir=tmp_path / "bad", extend=tmp_path / "old.json"
+        )
+    (model / "builtin.json").write_bytes(original)  # the weights the runs were made with
+    swept = evaluate(
+        model, n=1, presets=["paper"], out_dir=tmp_path / "swept", device="cpu", native_from=part
+    )
+    assert swept["native_from"] == str(part)
+    with pytest.raises(ExtendError, match=r"took its native row from another run"):
+        evaluate(
+            model,
+            n=2,
+            presets=["paper"],
+            out_dir=tmp_path / "bad",
+            extend=tmp_path / "swept" / "results.json",
         )
 
 

@@ -205,6 +205,23 @@ def test_a_model_cards_refine_sigma_replaces_every_presets_own():
     assert plan_for(FLUX_DEV).refine_sigmas == (0.12, 0.0)  # no card: the paper's
 
 
+def test_a_touch_up_is_never_refined_from_more_noise_than_its_strength_starts_at():
+    from dataclasses import replace
+
+    image = Image.new("RGB", (256, 256))
+    carded = replace(FLUX_DEV, refine_sigma=0.4)
+    touch = plan_for(carded, width=256, height=256, image=image, strength=0.2)
+    assert touch.sigmas[0] < 0.4
+    assert touch.refine_sigmas == (touch.sigmas[0], 0.0)  # lowered to stage 1's start
+    assert any("the refine step starts there too, not at 0.4" in note for note in touch.notes)
+    strong = plan_for(carded, width=256, height=256, image=image, strength=0.9)
+    assert strong.sigmas[0] > 0.4 and strong.refine_sigmas == (0.4, 0.0)
+    asked = plan_for(carded, width=256, height=256, image=image, strength=0.2, refine_sigma=0.4)
+    assert asked.refine_sigmas == (0.4, 0.0)  # a sigma the request names is kept
+    tiny = plan_for(width=512, height=512, image=image.resize((512, 512)), strength=0.04, steps=30)
+    assert tiny.refine_sigma == tiny.sigmas[0] < 0.12  # the preset's own too
+
+
 def test_img2img_truncates_the_schedule_by_strength():
     image = Image.new("RGB", (512, 512))
     full = plan_for(width=512, height=512)

@@ -15,6 +15,7 @@ also compared with native pair by pair (prompts both pass, only one passes; the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -237,21 +238,44 @@ def evaluate(
     if repeated:
         raise ValueError(f"each preset may be named once; named twice: {', '.join(repeated)}")
     if native_from and extend:
-        raise NativeFromError("--extend takes the native row from the run it extends")
+        raise ExtendError("give --extend or --native-from, not both")
+    out = Path(out_dir)
+    for earlier_file, error in ((native_from, NativeFromError), (extend, ExtendError)):
+        if earlier_file and Path(earlier_file).resolve().parent == out.resolve():
+            raise error(f"{earlier_file} is in the output folder {out}: give another --out")
     earlier, earlier_native = (
         _native_row(Path(native_from), model, n, guidance, presets) if native_from else ({}, None)
     )
-    settings = {"guidance": guidance, "refine_sigma": refine_sigma, "native_from": None}
+    settings = {"guidance": guidance, "refine_sigma": refine_sigma}
     extended = _extended(Path(extend), model, n, presets, settings) if extend else {}
-    out = Path(out_dir)
+    fingerprint = model_fingerprint(Path(model))
     out.mkdir(parents=True, exist_ok=True)
     if upscaler is None:  # the upscaler trained with the model, when its folder has one
         upscaler = trained_upscaler(Path(model)) if Path(model).is_dir() else None
     engine = MrFlowEngine.from_pretrained(model, device=device, upscaler=upscaler)
     if earlier_native is not None:
-        _check_same_machine(earlier, Path(str(native_from)), engine)
+        _check_comparable(earlier, Path(str(native_from)), engine, fingerprint, NativeFromError)
     if extended:
-        _check_same_machine(extended, Path(str(extend)), engine, ExtendError)
+        _check_comparable(extended, Path(str(extend)), engine, fingerprint, ExtendError)
+        for name in presets:  # the card or the presets may have changed since
+            plan = engine.plan(
+                GenerationRequest(
+                    "",
+                    SIZE,
+                    SIZE,
+                    preset=name,
+                    seed=0,
+                    guidance=guidance,
+                    refine_sigma=_staged_only(name, refine_sigma),
+                )
+            )
+            was = extended["rows"][name].get("refine_sigma")
+            now = plan.refine_sigma if plan.staged else None
+            if was != now:
+                engine.unload()
+                raise ExtendError(
+                    f"{extend}: its {name} row was refined from sigma {was}, this run's from {now}"
+                )
     cases = eval_cases(n)
     reused = extended.get("cases", [])
     report = on_progress or (lambda _name, _done, _total: None)
@@ -314,6 +338,7 @@ def evaluate(
     results: dict[str, Any] = {
         "model": str(model),
         "model_name": engine.model_name,
+        "model_fingerprint": fingerprint,
         "family": engine.family,
         "device": str(engine.device),
         "dtype": str(engine.dtype),
@@ -385,14 +410,41 @@ def _native_row(
     return earlier, row
 
 
-def _check_same_machine(
-    earlier: dict[str, Any], path: Path, engine: Any, error: type[ValueError] = NativeFromError
+def model_fingerprint(model: Path) -> str | None:
+    """A SHA-256 over a model folder's weights and configs (its card included), so a run is
+    compared only with runs of the same weights: a continuation replaces the files behind one
+    path. None for a path that is not a folder."""
+    if not model.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(model.rglob("*")):
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".txt", ".model"):
+            digest.update(str(path.relative_to(model)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _check_comparable(
+    earlier: dict[str, Any],
+    path: Path,
+    engine: Any,
+    fingerprint: str | None,
+    error: type[ValueError],
 ) -> None:
-    """Speedups and pass rates compare only on the same device and dtype."""
-    for key, value in (("device", str(engine.device)), ("dtype", str(engine.dtype))):
+    """Speedups and pass rates compare only on the same device and dtype, and the same weights
+    (results written before 2026-11-27 have no fingerprint: their weights cannot be checked)."""
+    checks = [("device", str(engine.device)), ("dtype", str(engine.dtype))]
+    if earlier.get("model_fingerprint") is not None:
+        checks.append(("model_fingerprint", fingerprint))
+    for key, value in checks:
         if earlier.get(key) != value:
             engine.unload()
-            raise error(f"{path} was run with {key} {earlier.get(key)!r}, not {value!r}")
+            what = (
+                "other weights or card"
+                if key == "model_fingerprint"
+                else f"{key} {earlier.get(key)!r}, not {value!r}"
+            )
+            raise error(f"{path} was run with {what}")
 
 
 class ExtendError(ValueError):
@@ -424,6 +476,11 @@ def _extended(
         raise ExtendError(
             f"{path} has the rows {', '.join(rows)}; extend it with --presets "
             + ",".join(list(rows)[2:])
+        )
+    if earlier.get("native_from"):
+        raise ExtendError(
+            f"{path} took its native row from another run (--native-from); only a run that "
+            "sampled its own rows can be extended"
         )
     for key, value in (("model", str(model)), *settings.items()):
         if earlier.get(key) != value:

@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--refine-sigma",
         type=float,
         default=None,
-        help="refine sigma for every staged preset, above 0 and at most 1 (default: each "
-        "preset's; paper 0.12, text 0.18)",
+        help="refine sigma for every staged preset, above 0 and at most 1 (default: the model "
+        "card's, 0.4 for the built-in model; else each preset's, paper 0.12, text 0.18)",
     )
     parser.add_argument(
         "--native-from",

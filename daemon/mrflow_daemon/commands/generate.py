@@ -128,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--refine-sigma",
         type=float,
         default=None,
-        help="noise level the upscaled image is re-noised to (0.12-0.25)",
+        help="noise level the upscaled image is re-noised to (default: the preset's, 0.12-0.25, or the model card's; the built-in model's is 0.4)",
     )
     sampling.add_argument(
         "--scale",

@@ -353,6 +353,20 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
             )
     scheduler = structure_scheduler(config, base_sigmas, mu, start_index)
     sigmas = tuple(float(s) for s in scheduler.sigmas[start_index:].tolist())
+    if (
+        staged
+        and strength is not None
+        and request.refine_sigma is None
+        and refine_sigma > sigmas[0]
+    ):
+        # A touch-up must not be repainted more than its strength asks: a default refine
+        # sigma (the preset's or the model card's) above where stage 1 starts is lowered to it.
+        notes.append(
+            f"strength {strength:g} starts at sigma {sigmas[0]:.3f}: the refine step starts "
+            f"there too, not at {refine_sigma:g}"
+        )
+        refine_sigma = sigmas[0]
+        refine_sigmas = refine_sigma_list(refine_sigma, refine_steps)
 
     return Plan(
         family=family.name,
