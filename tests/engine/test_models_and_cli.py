@@ -82,6 +82,17 @@ def test_a_builtin_card_sets_the_refine_sigma_only_when_valid(tiny_flux_dir, tmp
     assert family_info(tiny_flux_dir).refine_sigma is None  # no card: each preset's own
 
 
+def test_a_card_is_read_only_for_a_flux_dev_architecture(tmp_path):
+    """The built-in world's card belongs to a FLUX.1-dev-shaped model; beside a schnell-shaped
+    one it changes nothing (no true CFG, no refine sigma of its own)."""
+    folder = make_tiny_model(tmp_path / "schnell", family="flux-schnell")
+    (folder / "builtin.json").write_text(
+        json.dumps({"true_cfg_scale": 2.0, "refine_sigma": 0.5}), encoding="utf-8"
+    )
+    info = family_info(folder)
+    assert info.name == "flux-schnell" and not info.true_cfg and info.refine_sigma is None
+
+
 def test_schnell_runs_without_guidance(tmp_path, real_upscaler):
     folder = make_tiny_model(tmp_path / "schnell", family="flux-schnell")
     engine = MrFlowEngine.from_pretrained(folder, device="cpu", upscaler=real_upscaler)

@@ -14,13 +14,13 @@ import torch
 from mrflow_daemon.builtin.config import HIGH_BUCKETS, LOW_BUCKETS
 from mrflow_daemon.builtin.world import (
     BACKGROUND_COLOURS,
-    KINDS,
     Placement,
     Scene,
     render_batch,
     sample_placements,
     sample_train_scene,
-    shape_distance,
+    shape_slots,
+    slot_distance,
 )
 
 
@@ -111,15 +111,13 @@ def kind_labels(batch: Batch, token: int = 16) -> torch.Tensor:
         raise ValueError("kind_labels needs the batch's placements")
     _, _, height, width = batch.images.shape
     device = batch.images.device
-    short = min(height, width)
-    ys = torch.arange(height // token, device=device) * token + token / 2
-    xs = torch.arange(width // token, device=device) * token + token / 2
+    kind, params, present = shape_slots(batch.scenes, batch.placements, width, height, device)
+    ys = torch.arange(height // token, device=device, dtype=torch.float32) * token + token / 2
+    xs = torch.arange(width // token, device=device, dtype=torch.float32) * token + token / 2
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     labels = torch.zeros(len(batch.scenes), *gy.shape, dtype=torch.uint8, device=device)
-    for index, (scene, places) in enumerate(zip(batch.scenes, batch.placements, strict=True)):
-        for shape, place in zip(scene.shapes, places, strict=True):
-            distance = shape_distance(
-                shape.kind, gx - place.cx * width, gy - place.cy * height, place.size * short
-            )
-            labels[index][distance <= token / 2] = KINDS.index(shape.kind) + 1
+    for j in range(kind.shape[1]):
+        touched = slot_distance(kind[:, j], params[:, j], gx, gy) <= token / 2
+        touched &= present[:, j].view(-1, 1, 1) > 0
+        labels = torch.where(touched, (kind[:, j] + 1).to(torch.uint8).view(-1, 1, 1), labels)
     return labels.flatten(1)

@@ -433,7 +433,10 @@ def _check_comparable(
 ) -> None:
     """Speedups and pass rates compare only on the same device and dtype, and the same weights
     (results written before 2026-11-27 have no fingerprint: their weights cannot be checked)."""
-    checks = [("device", str(engine.device)), ("dtype", str(engine.dtype))]
+    checks: list[tuple[str, str | None]] = [
+        ("device", str(engine.device)),
+        ("dtype", str(engine.dtype)),
+    ]
     if earlier.get("model_fingerprint") is not None:
         checks.append(("model_fingerprint", fingerprint))
     for key, value in checks:

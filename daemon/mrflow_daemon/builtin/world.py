@@ -318,6 +318,42 @@ def shape_distance(
     return sdf(px, py, share * torch.as_tensor(extent, dtype=px.dtype, device=px.device))
 
 
+def shape_slots(
+    scenes: Sequence[Scene],
+    placements: Sequence[Sequence[Placement]],
+    width: int,
+    height: int,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's shapes as tensors, one slot per shape position: kind index [B, S], centre x,
+    centre y and extent in pixels [B, S, 3], and 1.0 where a slot holds a shape [B, S]."""
+    count, slots = len(scenes), max(len(s.shapes) for s in scenes)
+    short = float(min(width, height))
+    kind = torch.zeros(count, slots, dtype=torch.long)
+    params = torch.zeros(count, slots, 3)
+    present = torch.zeros(count, slots)
+    for i, (scene, places) in enumerate(zip(scenes, placements, strict=True)):
+        for j, (shape, place) in enumerate(zip(scene.shapes, places, strict=True)):
+            kind[i, j] = KINDS.index(shape.kind)
+            params[i, j] = torch.tensor([place.cx * width, place.cy * height, place.size * short])
+            present[i, j] = 1.0
+    return kind.to(device), params.to(device), present.to(device)
+
+
+def slot_distance(
+    kind: torch.Tensor, params: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor
+) -> torch.Tensor:
+    """Signed distance [B, H, W] from the points (gx, gy) [H, W] to one slot's shape in each
+    picture (`kind` [B], `params` [B, 3]): every kind's distance is computed and the right one
+    selected, so a whole batch takes a few kernel launches."""
+    count = kind.shape[0]
+    px = gx - params[:, 0].view(count, 1, 1)
+    py = gy - params[:, 1].view(count, 1, 1)
+    extent = params[:, 2].view(count, 1, 1)
+    sdf = torch.stack([shape_distance(name, px, py, extent) for name in KINDS])
+    return sdf.gather(0, kind.view(1, count, 1, 1).expand(1, count, *px.shape[1:]))[0]
+
+
 def render_batch(
     scenes: Sequence[Scene],
     placements: Sequence[Sequence[Placement]],
@@ -326,42 +362,26 @@ def render_batch(
     *,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Pictures of `scenes` as a float tensor [B, 3, height, width] in [0, 1].
-
-    Vectorised over the batch (one pass per shape slot, every kind's distance computed and the
-    right one selected), so a training batch of hundreds renders in a few kernel launches.
-    """
+    """Pictures of `scenes` as a float tensor [B, 3, height, width] in [0, 1], vectorised over
+    the batch (one pass per shape slot), so a training batch of hundreds renders quickly."""
     count = len(scenes)
-    slots = max(len(s.shapes) for s in scenes)
-    short = float(min(width, height))
-    kind = torch.zeros(count, slots, dtype=torch.long)
-    params = torch.zeros(count, slots, 3)  # centre x, centre y (pixels), extent (pixels)
-    colours = torch.zeros(count, slots, 3)
-    present = torch.zeros(count, slots)
+    kind, params, present = shape_slots(scenes, placements, width, height, device)
+    colours = torch.zeros(count, kind.shape[1], 3)
+    for i, scene in enumerate(scenes):
+        for j, shape in enumerate(scene.shapes):
+            colours[i, j] = torch.tensor(SHAPE_COLOURS[shape.colour], dtype=torch.float32)
     backgrounds = torch.tensor(
         [BACKGROUND_COLOURS[s.background] for s in scenes], dtype=torch.float32
     )
-    for i, (scene, places) in enumerate(zip(scenes, placements, strict=True)):
-        for j, (shape, place) in enumerate(zip(scene.shapes, places, strict=True)):
-            kind[i, j] = KINDS.index(shape.kind)
-            params[i, j] = torch.tensor([place.cx * width, place.cy * height, place.size * short])
-            colours[i, j] = torch.tensor(SHAPE_COLOURS[shape.colour], dtype=torch.float32)
-            present[i, j] = 1.0
-    kind, params, present = kind.to(device), params.to(device), present.to(device)
     colours, backgrounds = colours.to(device) / 255.0, backgrounds.to(device) / 255.0
-
     gy, gx = torch.meshgrid(
         torch.arange(height, device=device, dtype=torch.float32) + 0.5,
         torch.arange(width, device=device, dtype=torch.float32) + 0.5,
         indexing="ij",
     )
     images = backgrounds.view(count, 3, 1, 1).expand(count, 3, height, width)
-    for j in range(slots):
-        px = gx - params[:, j, 0].view(count, 1, 1)
-        py = gy - params[:, j, 1].view(count, 1, 1)
-        extent = params[:, j, 2].view(count, 1, 1)
-        sdf = torch.stack([shape_distance(name, px, py, extent) for name in KINDS])
-        sdf = sdf.gather(0, kind[:, j].view(1, count, 1, 1).expand(1, count, height, width))[0]
+    for j in range(kind.shape[1]):
+        sdf = slot_distance(kind[:, j], params[:, j], gx, gy)
         coverage = ((0.5 - sdf).clamp(0, 1) * present[:, j].view(count, 1, 1)).unsqueeze(1)
         images = images * (1 - coverage) + colours[:, j].view(count, 3, 1, 1) * coverage
     return images.contiguous()
