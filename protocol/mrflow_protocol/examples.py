@@ -68,7 +68,9 @@ MASK = solid_png(64, 48, (255, 255, 255))
 MEMORY = MemoryInfo(used=9_663_676_416, total=25_757_220_864)
 MODELS = (
     ModelInfo("flux-dev", "flux-dev", loaded=True, description="FLUX.1-dev, bf16"),
-    ModelInfo("builtin", "flux-dev", description="built-in shapes model", max_side=256),
+    ModelInfo(
+        "builtin", "flux-dev", description="built-in shapes model", max_side=256, refine_sigma=0.4
+    ),
 )
 PRESETS = (
     PresetInfo("paper", "MrFlow reference: 12 low-res steps + 1 refine step, sigma 0.12", True, 12),

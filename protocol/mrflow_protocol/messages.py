@@ -102,6 +102,9 @@ class ModelInfo:
     max_side: Side | None = None
     """The longest side (px) the model was trained to generate; None: not stated. A client sizes
     its requests to it (the built-in model: 256). Since 1.1."""
+    refine_sigma: Annotated[float, Range(0, 1)] | None = None
+    """The refine sigma this model uses in every staged preset instead of the preset's own (its
+    card's: the built-in model's 0.4); None: each preset's `refine_sigma`. Since 1.2."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ features). Anything else is a new major version.
 
 from __future__ import annotations
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 1)
-"""1.1 added `ModelInfo.max_side`."""
+PROTOCOL_VERSION: tuple[int, int] = (1, 2)
+"""1.1 added `ModelInfo.max_side`, 1.2 `ModelInfo.refine_sigma`."""
 
 DEFAULT_PORT = 9817
 """The daemon's fixed loopback port (7860 and 8188 belong to A1111 and ComfyUI)."""

@@ -79,6 +79,8 @@ def test_status_models_and_cancel(
     assert main(client_args(live_daemon, "models")) == 0
     listing = capsys.readouterr().out
     assert "presets:" in listing and "paper" in listing
+    builtin = next(line for line in listing.splitlines() if line.strip().startswith("builtin"))
+    assert "refines from sigma 0.4 in every staged preset" in builtin  # the shipped card's
     assert main(client_args(live_daemon, "cancel", "--all")) == 0
 
 

@@ -38,8 +38,10 @@ def test_the_welcome_states_the_size_the_builtin_model_was_trained_for(
     client = connect(start_daemon())
     models = {info.name: info for info in client.welcome.models}
     assert models["builtin"].max_side == 256  # from the shipped weights' card
-    # The test's own tiny model has no card: no size stated.
-    assert [info.max_side for name, info in models.items() if name != "builtin"] == [None]
+    assert models["builtin"].refine_sigma == 0.4
+    # The test's own tiny model has no card: no size or sigma stated.
+    others = [info for name, info in models.items() if name != "builtin"]
+    assert [(info.max_side, info.refine_sigma) for info in others] == [(None, None)]
 
 
 def test_a_job_streams_one_preview_per_step_then_stage_images_then_the_result(

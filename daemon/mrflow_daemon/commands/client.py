@@ -306,6 +306,8 @@ def run_models(client: Client, args: argparse.Namespace) -> int:
             for m, on in (("default", model.name == models.default_model), ("loaded", model.loaded))
             if on
         ]
+        if model.refine_sigma is not None:
+            marks.append(f"refines from sigma {model.refine_sigma:g} in every staged preset")
         note = f"  ({', '.join(marks)})" if marks else ""
         print(f"  {model.name:24} {model.family or '?':14} {model.description}{note}")
     print("presets:")

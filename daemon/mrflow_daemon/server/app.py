@@ -281,7 +281,7 @@ class Daemon:
         loaded = set(self.models.loaded_names())
         infos: dict[str, ModelInfo] = {}
         try:
-            from mrflow_daemon.builtin import max_side, trained_weights
+            from mrflow_daemon.builtin import max_side, model_card, refine_sigma, trained_weights
             from mrflow_daemon.models import installed_models
 
             for model in installed_models():
@@ -292,6 +292,7 @@ class Daemon:
                         family=model.family,
                         loaded=model.name in loaded,
                         max_side=max_side(folder),
+                        refine_sigma=refine_sigma(model_card(folder)) if folder else None,
                     )
         except Exception:  # a broken models folder must not break the handshake
             log.exception("could not list the installed models")
