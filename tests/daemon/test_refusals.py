@@ -178,6 +178,34 @@ def test_a_frame_far_over_the_limit_closes_that_connection_only(
     assert isinstance(bystander.wait_for(lambda m: isinstance(m, Pong)), Pong)
 
 
+def test_connections_that_have_not_said_hello_are_capped(
+    start_daemon: StartDaemon, connect: Connect
+) -> None:
+    import time
+
+    from mrflow_daemon.server.app import MAX_AWAITING_HELLO
+
+    def settle(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while daemon.awaiting_hello != count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert daemon.awaiting_hello == count
+
+    daemon = start_daemon()
+    greeted = connect(daemon)
+    silent = [connect(daemon, hello=False) for _ in range(MAX_AWAITING_HELLO)]
+    settle(MAX_AWAITING_HELLO)
+    extra = connect(daemon, hello=False)
+    with pytest.raises(ConnectionClosed) as closed:
+        extra.connection.recv(10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    greeted.send(Ping(request_id="still-served"))  # a client that said hello is not affected
+    assert isinstance(greeted.wait_for(lambda m: isinstance(m, Pong)), Pong)
+    silent[0].connection.close()
+    settle(MAX_AWAITING_HELLO - 1)
+    assert connect(daemon).welcome is not None  # a place freed: the next client gets in
+
+
 def test_a_model_load_that_runs_out_of_memory_says_so() -> None:
     import torch
 

@@ -83,6 +83,10 @@ FEATURES = (
     "load_model",
 )
 SHUTDOWN_FLUSH_S = 2.0
+# Connections that may wait for their hello at once (each may buffer a few large frames until
+# the handshake timeout); more are closed at once with 1013, "try again later".
+MAX_AWAITING_HELLO = 8
+TRY_AGAIN_LATER = 1013
 WORKER_STOP_TIMEOUT_S = 60.0
 
 
@@ -120,6 +124,7 @@ class Daemon:
         )
         self.worker = GenerationWorker(self.queue, self.models, sink=self)
         self.sessions: dict[str, Session] = {}
+        self.awaiting_hello = 0  # connections open that have not said hello yet
         self.device = config.device or "cpu"
         self._session_ids = itertools.count(1)
         self._reporters: dict[str, JobReporter] = {}  # worker thread only
@@ -249,6 +254,14 @@ class Daemon:
     async def _handle_connection(self, connection: ServerConnection) -> None:
         if self._stopping:
             await connection.close(1001, "shutting down")
+            return
+        if self.awaiting_hello >= MAX_AWAITING_HELLO:
+            log.warning(
+                "refused a connection from %s: %d connections are already waiting to say hello",
+                connection.remote_address,
+                self.awaiting_hello,
+            )
+            await connection.close(TRY_AGAIN_LATER, "too many connections waiting to say hello")
             return
         await Session(self, connection, f"c{next(self._session_ids)}").run()
 

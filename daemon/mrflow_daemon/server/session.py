@@ -162,7 +162,12 @@ class Session:
     # -- lifetime ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if not await self._handshake():
+        self.daemon.awaiting_hello += 1
+        try:
+            greeted = await self._handshake()
+        finally:
+            self.daemon.awaiting_hello -= 1
+        if not greeted:
             return
         writer = asyncio.create_task(self._write_outbox(), name=f"mrflow-writer-{self.id}")
         self.daemon.session_opened(self)
