@@ -104,7 +104,9 @@ class ModelInfo:
     its requests to it (the built-in model: 256). Since 1.1."""
     refine_sigma: Annotated[float, Range(0, 1)] | None = None
     """The refine sigma this model uses in every staged preset instead of the preset's own (its
-    card's: the built-in model's 0.4); None: each preset's `refine_sigma`. Since 1.2."""
+    card's: the built-in model's 0.4), lowered for img2img and inpaint to where `strength`
+    starts; a request's `refine_sigma` still wins. None: not stated (always so before 1.2),
+    else each preset's `refine_sigma`. Since 1.2."""
 
 
 @dataclass(frozen=True)

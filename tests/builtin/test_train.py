@@ -766,6 +766,34 @@ def test_kind_labels_mark_the_tokens_each_shape_covers_with_its_kind() -> None:
         kind_labels(Batch(images, [scene.caption()], [scene]))
 
 
+def test_kind_labels_of_a_mixed_batch_are_each_pictures_own() -> None:
+    """One- and two-shape scenes batched together (padded slots) label as each does alone."""
+    import random
+
+    from mrflow_daemon.builtin.data import Batch, kind_labels
+    from mrflow_daemon.builtin.world import (
+        KINDS,
+        render_batch,
+        sample_placements,
+        sample_train_scene,
+    )
+
+    rng = random.Random(5)
+    scenes = [sample_train_scene(rng) for _ in range(12)]
+    assert {len(scene.shapes) for scene in scenes} == {1, 2}
+    places = [sample_placements(scene, rng) for scene in scenes]
+    images = render_batch(scenes, places, 160, 96)
+    batched = kind_labels(Batch(images, [s.caption() for s in scenes], scenes, places))
+    for index, (scene, place) in enumerate(zip(scenes, places, strict=True)):
+        alone = kind_labels(Batch(images[index : index + 1], [scene.caption()], [scene], [place]))
+        assert torch.equal(batched[index], alone[0])
+        assert int(batched[index].count_nonzero()) > 0
+        assert set(batched[index].unique().tolist()) <= {
+            0,
+            *(1 + KINDS.index(s.kind) for s in scene.shapes),
+        }
+
+
 def test_kind_loss_trains_a_head_that_steers_the_transformer(tmp_path: Path) -> None:
     """With the kind loss the transformer trains differently (the head's gradient reaches it),
     the head is checkpointed for --resume, and its hook is gone after training."""

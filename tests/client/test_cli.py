@@ -80,7 +80,7 @@ def test_status_models_and_cancel(
     listing = capsys.readouterr().out
     assert "presets:" in listing and "paper" in listing
     builtin = next(line for line in listing.splitlines() if line.strip().startswith("builtin"))
-    assert "refines from sigma 0.4 in every staged preset" in builtin  # the shipped card's
+    assert "refines from sigma 0.4 in the staged presets" in builtin  # the shipped card's
     assert main(client_args(live_daemon, "cancel", "--all")) == 0
 
 

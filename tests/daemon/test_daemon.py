@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from mrflow_daemon.server.app import Daemon
 from mrflow_protocol.messages import (
     Cancel,
@@ -42,6 +45,28 @@ def test_the_welcome_states_the_size_the_builtin_model_was_trained_for(
     # The test's own tiny model has no card: no size or sigma stated.
     others = [info for name, info in models.items() if name != "builtin"]
     assert [(info.max_side, info.refine_sigma) for info in others] == [(None, None)]
+
+
+@pytest.mark.parametrize(
+    ("family", "card", "sigma"),
+    [
+        ("flux", {"refine_sigma": 0.5}, 0.5),
+        ("flux", {}, None),
+        ("flux-schnell", {"refine_sigma": 0.5}, None),  # the engine ignores a card there too
+        (None, {}, None),  # no model folder at all
+    ],
+)
+def test_the_welcome_states_only_a_refine_sigma_the_engine_uses(
+    tmp_path: Path, family: str | None, card: dict[str, float], sigma: float | None
+) -> None:
+    from mrflow_daemon.engine.tiny_model import make_tiny_model
+    from mrflow_daemon.server.app import _card_refine_sigma
+
+    folder = tmp_path / "model"
+    if family is not None:
+        make_tiny_model(folder, family=family)
+        (folder / "builtin.json").write_text(json.dumps(card), encoding="utf-8")
+    assert _card_refine_sigma(folder) == sigma
 
 
 def test_a_job_streams_one_preview_per_step_then_stage_images_then_the_result(

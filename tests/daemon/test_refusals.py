@@ -178,32 +178,23 @@ def test_a_frame_far_over_the_limit_closes_that_connection_only(
     assert isinstance(bystander.wait_for(lambda m: isinstance(m, Pong)), Pong)
 
 
-def test_connections_that_have_not_said_hello_are_capped(
+def test_before_its_hello_a_connection_may_send_only_small_frames(
     start_daemon: StartDaemon, connect: Connect
 ) -> None:
-    import time
-
-    from mrflow_daemon.server.app import MAX_AWAITING_HELLO
-
-    def settle(count: int) -> None:
-        deadline = time.monotonic() + 10
-        while daemon.awaiting_hello != count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert daemon.awaiting_hello == count
+    from mrflow_daemon.server.session import HELLO_MAX_BYTES
 
     daemon = start_daemon()
-    greeted = connect(daemon)
-    silent = [connect(daemon, hello=False) for _ in range(MAX_AWAITING_HELLO)]
-    settle(MAX_AWAITING_HELLO)
-    extra = connect(daemon, hello=False)
+    stranger = connect(daemon, hello=False)
+    stranger.send_raw(b"\x00" * (HELLO_MAX_BYTES + 1))  # an image before saying who it is
     with pytest.raises(ConnectionClosed) as closed:
-        extra.connection.recv(10)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
-    greeted.send(Ping(request_id="still-served"))  # a client that said hello is not affected
-    assert isinstance(greeted.wait_for(lambda m: isinstance(m, Pong)), Pong)
-    silent[0].connection.close()
-    settle(MAX_AWAITING_HELLO - 1)
-    assert connect(daemon).welcome is not None  # a place freed: the next client gets in
+        stranger.connection.recv(10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    # After the hello the daemon's own frame limit applies again: a 1 MiB frame is read.
+    client = connect(daemon)
+    padded = {"type": "ping", "request_id": "big", "padding": "x" * (1 << 20)}
+    client.send_raw(msgpack.packb(padded))
+    pong = client.wait_for(lambda m: isinstance(m, Pong))
+    assert isinstance(pong, Pong) and pong.request_id == "big"
 
 
 def test_a_model_load_that_runs_out_of_memory_says_so() -> None:

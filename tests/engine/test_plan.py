@@ -214,6 +214,7 @@ def test_a_touch_up_is_never_refined_from_more_noise_than_its_strength_starts_at
     assert touch.sigmas[0] < 0.4
     assert touch.refine_sigmas == (touch.sigmas[0], 0.0)  # lowered to stage 1's start
     assert any("the refine step starts there too, not at 0.4" in note for note in touch.notes)
+    assert not any("(its model card)" in note for note in touch.notes)  # one note, not two
     strong = plan_for(carded, width=256, height=256, image=image, strength=0.9)
     assert strong.sigmas[0] > 0.4 and strong.refine_sigmas == (0.4, 0.0)
     asked = plan_for(carded, width=256, height=256, image=image, strength=0.2, refine_sigma=0.4)

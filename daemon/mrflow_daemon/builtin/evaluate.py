@@ -32,6 +32,8 @@ from mrflow_daemon.builtin.world import EvalCase, eval_cases, render_image
 
 SIZE = 256
 GRID_ROWS = 6
+# What a model folder's fingerprint covers: configs, the card, tokenizers and weights.
+FINGERPRINTED = (".json", ".safetensors", ".bin", ".pt", ".pth", ".txt", ".model")
 
 
 def wilson_interval(passes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -418,9 +420,11 @@ def model_fingerprint(model: Path) -> str | None:
         return None
     digest = hashlib.sha256()
     for path in sorted(model.rglob("*")):
-        if path.is_file() and path.suffix in (".json", ".safetensors", ".txt", ".model"):
+        if path.is_file() and path.suffix in FINGERPRINTED:
             digest.update(str(path.relative_to(model)).encode() + b"\0")
-            digest.update(path.read_bytes())
+            with path.open("rb") as handle:  # in pieces: a real model's shards are gigabytes
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -307,7 +307,7 @@ def run_models(client: Client, args: argparse.Namespace) -> int:
             if on
         ]
         if model.refine_sigma is not None:
-            marks.append(f"refines from sigma {model.refine_sigma:g} in every staged preset")
+            marks.append(f"refines from sigma {model.refine_sigma:g} in the staged presets")
         note = f"  ({', '.join(marks)})" if marks else ""
         print(f"  {model.name:24} {model.family or '?':14} {model.description}{note}")
     print("presets:")

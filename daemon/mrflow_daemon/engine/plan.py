@@ -361,6 +361,7 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
     ):
         # A touch-up must not be repainted more than its strength asks: a default refine
         # sigma (the preset's or the model card's) above where stage 1 starts is lowered to it.
+        notes[:] = [note for note in notes if "(its model card)" not in note]
         notes.append(
             f"strength {strength:g} starts at sigma {sigmas[0]:.3f}: the refine step starts "
             f"there too, not at {refine_sigma:g}"

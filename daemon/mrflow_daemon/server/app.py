@@ -83,11 +83,21 @@ FEATURES = (
     "load_model",
 )
 SHUTDOWN_FLUSH_S = 2.0
-# Connections that may wait for their hello at once (each may buffer a few large frames until
-# the handshake timeout); more are closed at once with 1013, "try again later".
-MAX_AWAITING_HELLO = 8
-TRY_AGAIN_LATER = 1013
 WORKER_STOP_TIMEOUT_S = 60.0
+
+
+def _card_refine_sigma(folder: Path | None) -> float | None:
+    """The refine sigma the engine takes from this folder's card (JSON only, no weights), or
+    None: none set, not a model the card applies to, or a folder that cannot be read."""
+    if folder is None:
+        return None
+    from mrflow_daemon.engine.errors import EngineError
+    from mrflow_daemon.engine.families import family_info
+
+    try:
+        return family_info(folder).refine_sigma
+    except EngineError:
+        return None
 
 
 class Daemon:
@@ -124,7 +134,6 @@ class Daemon:
         )
         self.worker = GenerationWorker(self.queue, self.models, sink=self)
         self.sessions: dict[str, Session] = {}
-        self.awaiting_hello = 0  # connections open that have not said hello yet
         self.device = config.device or "cpu"
         self._session_ids = itertools.count(1)
         self._reporters: dict[str, JobReporter] = {}  # worker thread only
@@ -255,14 +264,6 @@ class Daemon:
         if self._stopping:
             await connection.close(1001, "shutting down")
             return
-        if self.awaiting_hello >= MAX_AWAITING_HELLO:
-            log.warning(
-                "refused a connection from %s: %d connections are already waiting to say hello",
-                connection.remote_address,
-                self.awaiting_hello,
-            )
-            await connection.close(TRY_AGAIN_LATER, "too many connections waiting to say hello")
-            return
         await Session(self, connection, f"c{next(self._session_ids)}").run()
 
     def session_opened(self, session: Session) -> None:
@@ -294,7 +295,7 @@ class Daemon:
         loaded = set(self.models.loaded_names())
         infos: dict[str, ModelInfo] = {}
         try:
-            from mrflow_daemon.builtin import max_side, model_card, refine_sigma, trained_weights
+            from mrflow_daemon.builtin import max_side, trained_weights
             from mrflow_daemon.models import installed_models
 
             for model in installed_models():
@@ -305,7 +306,7 @@ class Daemon:
                         family=model.family,
                         loaded=model.name in loaded,
                         max_side=max_side(folder),
-                        refine_sigma=refine_sigma(model_card(folder)) if folder else None,
+                        refine_sigma=_card_refine_sigma(folder),
                     )
         except Exception:  # a broken models folder must not break the handshake
             log.exception("could not list the installed models")

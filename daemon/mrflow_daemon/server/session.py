@@ -4,7 +4,10 @@ Every frame gets an answer. Whatever is wrong with a frame (not msgpack, wrong
 types, a missing field, an unknown type, over a limit) is answered with an
 `error` naming the field and what is allowed, and the connection carries on.
 Only a failed handshake (no `hello` first, a wrong token, another major
-protocol version) closes the connection, with close code 1008.
+protocol version) closes the connection, with close code 1008. Until its hello
+is accepted a connection may send frames of at most HELLO_MAX_BYTES (a hello
+is well under 1 KiB): a larger one closes it with 1009, so a connection that
+never says hello cannot make the daemon buffer images.
 
 Outgoing messages go through a queue drained by one writer task, so replies
 and job events leave in the order they were produced and a slow client never
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0
+HELLO_MAX_BYTES = 64 * 1024
 MAX_ERROR_MESSAGE = 2000
 PREVIEW_BACKLOG = 32
 """Outbox length past which new previews are dropped (a newer one is coming anyway)."""
@@ -97,6 +101,16 @@ def from_protocol_error(error: ProtocolError) -> Error:
     return error_reply(
         error.code, error.message, error.field, job_id=error.job_id, request_id=error.request_id
     )
+
+
+def set_max_message_size(connection: ServerConnection, size: int | None) -> int | None:
+    """Set the largest frame the connection reads (past it, the library closes with 1009) and
+    return the one it had. websockets 16 calls the attribute `max_message_size`, 15 `max_size`."""
+    protocol = connection.protocol
+    name = "max_message_size" if hasattr(protocol, "max_message_size") else "max_size"
+    previous: int | None = getattr(protocol, name)
+    setattr(protocol, name, size)
+    return previous
 
 
 class Session:
@@ -162,13 +176,10 @@ class Session:
     # -- lifetime ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.daemon.awaiting_hello += 1
-        try:
-            greeted = await self._handshake()
-        finally:
-            self.daemon.awaiting_hello -= 1
-        if not greeted:
+        limit = set_max_message_size(self.connection, HELLO_MAX_BYTES)
+        if not await self._handshake():
             return
+        set_max_message_size(self.connection, limit)
         writer = asyncio.create_task(self._write_outbox(), name=f"mrflow-writer-{self.id}")
         self.daemon.session_opened(self)
         try:
