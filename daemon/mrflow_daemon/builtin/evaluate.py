@@ -255,22 +255,26 @@ def evaluate(
     if upscaler is None:  # the upscaler trained with the model, when its folder has one
         upscaler = trained_upscaler(Path(model)) if Path(model).is_dir() else None
     engine = MrFlowEngine.from_pretrained(model, device=device, upscaler=upscaler)
+
+    def request(name: str, caption: str = "", seed: int = 0) -> GenerationRequest:
+        sigma = _staged_only(name, refine_sigma)
+        return GenerationRequest(
+            caption,
+            SIZE,
+            SIZE,
+            preset=name,
+            seed=seed,
+            guidance=guidance,
+            refine_sigma=sigma,
+            return_stages=False,  # the stage images are not checked: do not keep them
+        )
+
     if earlier_native is not None:
         _check_comparable(earlier, Path(str(native_from)), engine, fingerprint, NativeFromError)
     if extended:
         _check_comparable(extended, Path(str(extend)), engine, fingerprint, ExtendError)
         for name in presets:  # the card or the presets may have changed since
-            plan = engine.plan(
-                GenerationRequest(
-                    "",
-                    SIZE,
-                    SIZE,
-                    preset=name,
-                    seed=0,
-                    guidance=guidance,
-                    refine_sigma=_staged_only(name, refine_sigma),
-                )
-            )
+            plan = engine.plan(request(name))
             was = extended["rows"][name].get("refine_sigma")
             now = plan.refine_sigma if plan.staged else None
             if was != now:
@@ -303,31 +307,10 @@ def evaluate(
     for name in presets:
         row = restored(name)
         # One untimed warm-up, so the first case does not pay for kernels' first use.
-        engine.generate(
-            GenerationRequest(
-                cases[len(reused)].caption,
-                SIZE,
-                SIZE,
-                preset=name,
-                seed=0,
-                guidance=guidance,
-                refine_sigma=_staged_only(name, refine_sigma),
-                return_stages=False,
-            )
-        )
+        engine.generate(request(name, cases[len(reused)].caption))
         for index, case in enumerate(cases[len(reused) :], start=len(reused)):
-            request = GenerationRequest(
-                case.caption,
-                SIZE,
-                SIZE,
-                preset=name,
-                seed=case.seed,
-                guidance=guidance,
-                refine_sigma=_staged_only(name, refine_sigma),
-                return_stages=False,
-            )
             started = time.perf_counter()
-            result = engine.generate(request)
+            result = engine.generate(request(name, case.caption, case.seed))
             row.add(result.image, case, time.perf_counter() - started)
             if result.plan.staged:  # the preset's, the model card's or --refine-sigma
                 row.refine_sigma = result.plan.refine_sigma
