@@ -269,6 +269,7 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
     height = min(round_to_multiple(request.height, multiple), largest)
 
     staged = preset.staged
+    sigma_note: str | None = None  # said once the refine sigma is final (strength may lower it)
     if staged:
         scale = request.scale if request.scale is not None else preset.scale
         allowed = " or ".join(map(str, SUPPORTED_SCALES))
@@ -304,7 +305,7 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
             refine_sigma = preset.refine_sigma
             if family.refine_sigma is not None and family.refine_sigma != preset.refine_sigma:
                 refine_sigma = family.refine_sigma
-                notes.append(
+                sigma_note = (
                     f"this model refines from sigma {refine_sigma:g} (its model card), "
                     f"not preset {preset.name!r}'s {preset.refine_sigma:g}"
                 )
@@ -361,13 +362,14 @@ def resolve_plan(request: GenerationRequest, family: FamilyInfo, max_side: int =
     ):
         # A touch-up must not be repainted more than its strength asks: a default refine
         # sigma (the preset's or the model card's) above where stage 1 starts is lowered to it.
-        notes[:] = [note for note in notes if "(its model card)" not in note]
-        notes.append(
+        sigma_note = (
             f"strength {strength:g} starts at sigma {sigmas[0]:.3f}: the refine step starts "
             f"there too, not at {refine_sigma:g}"
         )
         refine_sigma = sigmas[0]
         refine_sigmas = refine_sigma_list(refine_sigma, refine_steps)
+    if sigma_note is not None:
+        notes.append(sigma_note)
 
     return Plan(
         family=family.name,
