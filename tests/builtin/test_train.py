@@ -300,21 +300,22 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     low, high = paired["difference_ci95_pp"]
     assert low <= paired["difference_pp"] <= high
     assert rows["paper"]["refine_sigma"] == 0.12 and rows["native"]["refine_sigma"] is None
+    assert rows["paper"]["refine_steps"] == 1 and rows["native"]["refine_steps"] is None
     assert "paper (refine sigma 0.12) vs native" in format_table(results)
 
 
-def test_eval_guidance_and_refine_sigma_reach_every_generation(
+def test_eval_guidance_and_refine_options_reach_every_generation(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("mrflow_daemon.engine.pipeline")
-    from mrflow_daemon.builtin.evaluate import evaluate
+    from mrflow_daemon.builtin.evaluate import evaluate, format_table
     from mrflow_daemon.engine.pipeline import MrFlowEngine
 
-    seen: list[tuple[float | None, float | None]] = []
+    seen: list[tuple[float | None, float | None, int | None]] = []
     real_generate = MrFlowEngine.generate
 
     def spy(self: MrFlowEngine, request: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append((request.guidance, request.refine_sigma))
+        seen.append((request.guidance, request.refine_sigma, request.refine_steps))
         return real_generate(self, request, *args, **kwargs)
 
     monkeypatch.setattr(MrFlowEngine, "generate", spy)
@@ -326,10 +327,15 @@ def test_eval_guidance_and_refine_sigma_reach_every_generation(
         device="cpu",
         guidance=1.0,
         refine_sigma=0.2,
+        refine_steps=2,
     )
-    assert seen == [(1.0, None)] * 2 + [(1.0, 0.2)] * 2  # warm-up and case, per preset
+    assert seen == [(1.0, None, None)] * 2 + [(1.0, 0.2, 2)] * 2  # warm-up and case, per preset
     assert results["guidance"] == 1.0 and results["refine_sigma"] == 0.2
-    assert results["rows"]["paper"]["refine_sigma"] == 0.2
+    assert results["refine_steps"] == 2
+    paper = results["rows"]["paper"]
+    assert (paper["refine_sigma"], paper["refine_steps"]) == (0.2, 2)
+    assert results["rows"]["native"]["refine_steps"] is None
+    assert "paper (refine sigma 0.2, 2 steps) vs native" in format_table(results)
 
 
 def test_eval_samples_at_the_model_cards_refine_sigma(trained: Path, tmp_path: Path) -> None:
@@ -411,6 +417,7 @@ def test_an_extended_eval_equals_one_run_over_all_pairs(
         ({"presets": ["paper", "native"]}, r"extend it with --presets native,paper"),
         ({"guidance": 1.0}, r"was run with guidance None, not 1.0"),
         ({"refine_sigma": 0.3}, r"was run with refine_sigma None, not 0.3"),
+        ({"refine_steps": 2}, r"was run with refine_steps None, not 2"),
         ({"native_from": part}, r"give --extend or --native-from, not both"),
         ({"out_dir": tmp_path / "part"}, r"is in the output folder"),
     ):
@@ -467,6 +474,7 @@ def test_an_extended_eval_equals_one_run_over_all_pairs(
         (["--guidance", "101"], r"--guidance must be between 0 and 100, not 101"),
         (["--refine-sigma", "0"], r"--refine-sigma must be between 0.0001 and 1, not 0"),
         (["--refine-sigma", "5e-05"], r"--refine-sigma must be between 0.0001 and 1, not 5e-05"),
+        (["--refine-steps", "0"], r"--refine-steps must be between 1 and 50, not 0"),
         (["--presets", "native,fastest"], r"--presets: .*fastest"),
         (["--presets", "paper,native,paper"], r"--presets: name each preset once; .*: paper"),
         (["--model", "/no/such/model"], r"--model: .*/no/such/model"),

@@ -93,6 +93,7 @@ class Row:
     images: list[Any] = field(default_factory=list)  # the first GRID_ROWS, for the grid
     two_shape: list[bool] = field(default_factory=list)
     refine_sigma: float | None = None  # the refine step's start, for a staged preset
+    refine_steps: int | None = None  # its Euler steps, for a staged preset
 
     def add(self, image: Any, case: EvalCase, seconds: float) -> None:
         result: CheckResult = check_image(image, case.scene)
@@ -135,6 +136,7 @@ class Row:
             "seconds_per_image_mean": statistics.fmean(self.seconds) if self.seconds else None,
             "seconds_per_image_median": statistics.median(self.seconds) if self.seconds else None,
             "refine_sigma": self.refine_sigma,
+            "refine_steps": self.refine_steps,
         }
 
     def _two_shape_summary(self) -> dict[str, Any]:
@@ -196,10 +198,11 @@ def _paired(native: Row, other: Row, scenes: Sequence[Hashable]) -> dict[str, An
     }
 
 
-def _staged_only(preset: str, refine_sigma: float | None) -> float | None:
+def _staged_only(preset: str, value: Any) -> Any:
+    """A refine option for a staged preset; native has no refine stage."""
     from mrflow_daemon.engine.presets import get_preset
 
-    return refine_sigma if get_preset(preset).staged else None
+    return value if get_preset(preset).staged else None
 
 
 def evaluate(
@@ -212,6 +215,7 @@ def evaluate(
     upscaler: str | Path | None = None,
     guidance: float | None = None,
     refine_sigma: float | None = None,
+    refine_steps: int | None = None,
     native_from: str | Path | None = None,
     extend: str | Path | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
@@ -220,7 +224,8 @@ def evaluate(
 
     `guidance` overrides the model's default guidance (for the built-in model, its true CFG scale
     from the card; 1 turns true CFG off) for native and every preset alike; `refine_sigma`
-    overrides the staged presets' refine sigma (native has none). `results["cases"]` keeps each
+    overrides the staged presets' refine sigma and `refine_steps` their refine Euler steps (native
+    has neither). `results["cases"]` keeps each
     case's outcome per row, so runs can be compared pair by pair later: `native_from` takes the
     native row from an earlier run's results.json (same model, pairs and guidance) instead of
     sampling it again, which on a CPU is most of the time. `extend` takes every row of an earlier
@@ -248,7 +253,7 @@ def evaluate(
     earlier, earlier_native = (
         _native_row(Path(native_from), model, n, guidance, presets) if native_from else ({}, None)
     )
-    settings = {"guidance": guidance, "refine_sigma": refine_sigma}
+    settings = {"guidance": guidance, "refine_sigma": refine_sigma, "refine_steps": refine_steps}
     extended = _extended(Path(extend), model, n, presets, settings) if extend else {}
     fingerprint = model_fingerprint(Path(model))
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +262,6 @@ def evaluate(
     engine = MrFlowEngine.from_pretrained(model, device=device, upscaler=upscaler)
 
     def request(name: str, caption: str = "", seed: int = 0) -> GenerationRequest:
-        sigma = _staged_only(name, refine_sigma)
         return GenerationRequest(
             caption,
             SIZE,
@@ -265,7 +269,8 @@ def evaluate(
             preset=name,
             seed=seed,
             guidance=guidance,
-            refine_sigma=sigma,
+            refine_sigma=_staged_only(name, refine_sigma),
+            refine_steps=_staged_only(name, refine_steps),
             return_stages=False,  # the stage images are not checked: do not keep them
         )
 
@@ -287,7 +292,12 @@ def evaluate(
     report = on_progress or (lambda _name, _done, _total: None)
 
     def restored(name: str) -> Row:
-        row = Row(name, refine_sigma=extended["rows"][name].get("refine_sigma") if reused else None)
+        earlier_row = extended["rows"][name] if reused else {}
+        row = Row(
+            name,
+            refine_sigma=earlier_row.get("refine_sigma"),
+            refine_steps=earlier_row.get("refine_steps"),
+        )
         for case, record in zip(cases, reused, strict=False):
             row.restore(case, record)
         return row
@@ -312,8 +322,9 @@ def evaluate(
             started = time.perf_counter()
             result = engine.generate(request(name, case.caption, case.seed))
             row.add(result.image, case, time.perf_counter() - started)
-            if result.plan.staged:  # the preset's, the model card's or --refine-sigma
+            if result.plan.staged:  # the preset's, the model card's or --refine-sigma/-steps
                 row.refine_sigma = result.plan.refine_sigma
+                row.refine_steps = result.plan.refine_steps
             report(name, index + 1, n)
         rows.append(row)
 
@@ -332,6 +343,7 @@ def evaluate(
         "scenes": len(set(scene_keys)),
         "guidance": guidance,
         "refine_sigma": refine_sigma,
+        "refine_steps": refine_steps,
         "rows": {row.name: row.summary() for row in rows},
         "cases": [
             {
@@ -521,9 +533,11 @@ def format_table(results: dict[str, Any]) -> str:
                 f" on the {two['n']} two-shape prompts"
             )
     for name, paired in results.get("against_native", {}).items():
-        sigma = results["rows"][name].get("refine_sigma")
+        row = results["rows"][name]
+        sigma, steps = row.get("refine_sigma"), row.get("refine_steps")
+        refine = f" (refine sigma {sigma:g}{f', {steps} steps' if steps and steps > 1 else ''})"
         lines.append(
-            f"{name}{f' (refine sigma {sigma:g})' if sigma else ''} vs native: "
+            f"{name}{refine if sigma else ''} vs native: "
             f"{paired['difference_pp']:+.1f} pp all-checks "
             f"(95% CI {paired['difference_ci95_pp'][0]:+.1f} to {paired['difference_ci95_pp'][1]:+.1f}; "
             f"resampling scenes {paired['difference_ci95_pp_by_scene'][0]:+.1f} to "

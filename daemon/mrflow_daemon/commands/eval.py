@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "card's, 0.4 for the built-in model; else each preset's, paper 0.12, text 0.18)",
     )
     parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=None,
+        help="refine Euler steps for every staged preset, 1 to 50 (default: each preset's, 1)",
+    )
+    parser.add_argument(
         "--native-from",
         type=Path,
         default=None,
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         format_table,
     )
     from mrflow_daemon.engine.errors import EngineError
+    from mrflow_daemon.engine.plan import MAX_REFINE_STEPS
     from mrflow_daemon.engine.presets import UnknownPresetError, get_preset
 
     if args.n < 1:
@@ -103,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--guidance must be between 0 and 100, not {args.guidance:g}")
     if args.refine_sigma is not None and not 1e-4 <= args.refine_sigma <= 1:
         raise SystemExit(f"--refine-sigma must be between 0.0001 and 1, not {args.refine_sigma:g}")
+    if args.refine_steps is not None and not 1 <= args.refine_steps <= MAX_REFINE_STEPS:
+        raise SystemExit(
+            f"--refine-steps must be between 1 and {MAX_REFINE_STEPS}, not {args.refine_steps}"
+        )
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     try:
         for name in presets:
@@ -131,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             upscaler=args.upscaler,
             guidance=args.guidance,
             refine_sigma=args.refine_sigma,
+            refine_steps=args.refine_steps,
             native_from=args.native_from,
             extend=args.extend,
             on_progress=progress,
