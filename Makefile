@@ -45,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/mrflow bench
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

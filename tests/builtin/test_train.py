@@ -418,6 +418,7 @@ def test_an_extended_eval_equals_one_run_over_all_pairs(
         ({"guidance": 1.0}, r"was run with guidance None, not 1.0"),
         ({"refine_sigma": 0.3}, r"was run with refine_sigma None, not 0.3"),
         ({"refine_steps": 2}, r"was run with refine_steps None, not 2"),
+        ({"upscaler": "other.safetensors"}, r"was run with upscaler None, not 'other.safetensors'"),
         ({"native_from": part}, r"give --extend or --native-from, not both"),
         ({"out_dir": tmp_path / "part"}, r"is in the output folder"),
     ):

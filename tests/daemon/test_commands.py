@@ -171,6 +171,12 @@ def test_serve_refuses_a_network_address_without_allow_remote(
 def test_demo_writes_every_preview_both_stage_images_and_the_result(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mrflow_daemon import paths
+
+    # The demo's daemon is private: the user's daemon.toml (here one `mrflow serve` would refuse)
+    # does not apply to it.
+    paths.config_file().parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file().write_text('host = "0.0.0.0"\nport = "not a port"\n', encoding="utf-8")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--width", "64", "--height", "64", "--steps", "3"]) == 0
     names = sorted(p.name for p in out.iterdir())

@@ -38,6 +38,17 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.limits().max_queued_jobs == 3
 
 
+def test_a_private_daemon_reads_no_config_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "daemon.toml"
+    config_file.write_text('port = "not a port"\n')
+    with pytest.raises(ConfigError, match="port"):
+        load_config(config_file, environ={})
+    assert (
+        load_config(config_file, environ={}, read_file=False).port
+        == load_config(tmp_path / "none.toml", environ={}).port
+    )
+
+
 def test_environment_lists_are_comma_separated() -> None:
     config = load_config(environ={"MRFLOW_ALLOWED_ORIGINS": "http://a, http://b"})
     assert config.allowed_origins == ["http://a", "http://b"]

@@ -47,6 +47,22 @@ def test_the_welcome_states_the_size_the_builtin_model_was_trained_for(
     assert [(info.max_side, info.refine_sigma) for info in others] == [(None, None)]
 
 
+def test_the_welcome_states_the_card_of_a_default_model_given_by_path_or_alias(
+    start_daemon: StartDaemon, connect: Connect, daemon_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "carded"
+    shutil.copytree(daemon_model_dir, folder)
+    card = {"working_size": [256, 192], "refine_sigma": 0.5}
+    (folder / "builtin.json").write_text(json.dumps(card), encoding="utf-8")
+    for model, expected in ((str(folder), (256, 0.5)), ("tiny", (256, 0.4))):
+        client = connect(start_daemon(model=model))
+        models = {info.name: info for info in client.welcome.models}
+        assert client.welcome.default_model == model
+        assert (models[model].max_side, models[model].refine_sigma) == expected
+
+
 @pytest.mark.parametrize(
     ("family", "card", "sigma"),
     [

@@ -26,9 +26,12 @@ KRITA_TIMEOUT_S = 150
 
 
 def _missing_tools() -> list[str]:
-    return [
-        tool for tool in ("krita", "xvfb-run") if shutil.which(tool, path="/usr/bin:/bin") is None
-    ]
+    # xvfb-run needs xauth, which Debian's xvfb only recommends.
+    tools = ("krita", "xvfb-run", "xauth")
+    missing = [tool for tool in tools if shutil.which(tool, path="/usr/bin:/bin") is None]
+    if not Path("/usr/lib/python3/dist-packages/PyQt5").is_dir():  # Krita's Python plugins
+        missing.append("python3-pyqt5")
+    return missing
 
 
 _MISSING = _missing_tools()
@@ -37,7 +40,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         bool(_MISSING),
-        reason=f"{' and '.join(_MISSING)} not installed: apt-get install --no-install-recommends "
+        reason=f"{', '.join(_MISSING)} not installed: apt-get install --no-install-recommends "
         "krita python3-pyqt5 xvfb xauth",
     ),
 ]

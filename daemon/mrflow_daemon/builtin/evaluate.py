@@ -253,7 +253,12 @@ def evaluate(
     earlier, earlier_native = (
         _native_row(Path(native_from), model, n, guidance, presets) if native_from else ({}, None)
     )
-    settings = {"guidance": guidance, "refine_sigma": refine_sigma, "refine_steps": refine_steps}
+    settings = {
+        "guidance": guidance,
+        "refine_sigma": refine_sigma,
+        "refine_steps": refine_steps,
+        "upscaler": str(upscaler) if upscaler is not None else None,  # None: the model's own
+    }
     extended = _extended(Path(extend), model, n, presets, settings) if extend else {}
     fingerprint = model_fingerprint(Path(model))
     out.mkdir(parents=True, exist_ok=True)
@@ -344,6 +349,7 @@ def evaluate(
         "guidance": guidance,
         "refine_sigma": refine_sigma,
         "refine_steps": refine_steps,
+        "upscaler": settings["upscaler"],
         "rows": {row.name: row.summary() for row in rows},
         "cases": [
             {

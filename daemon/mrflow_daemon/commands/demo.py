@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         upscaler = "" if bundled or _has_gpu(args.device) else CPU_UPSCALER
     try:
         config = load_config(
-            environ={},  # a private daemon: the user's MRFLOW_* settings are for `mrflow serve`
+            # A private daemon: the user's daemon.toml and MRFLOW_* settings are for `mrflow serve`.
+            read_file=False,
+            environ={},
             overrides={
                 "port": 0,
                 "model": args.model,

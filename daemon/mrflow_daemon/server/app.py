@@ -86,6 +86,23 @@ SHUTDOWN_FLUSH_S = 2.0
 WORKER_STOP_TIMEOUT_S = 60.0
 
 
+def _local_folder(name: str) -> Path | None:
+    """The local folder a configured or loaded model name stands for (an alias of the built-in
+    model, an installed name, a path), found with file checks only; None where there is none
+    (a Hugging Face id is not looked up: the welcome must not wait for the network)."""
+    from mrflow_daemon import models
+    from mrflow_daemon.builtin import trained_weights
+    from mrflow_daemon.models.catalog import BuiltinEntry, find_entry
+
+    if isinstance(find_entry(name), BuiltinEntry):
+        return trained_weights()  # None for the tiny random one: no card
+    try:
+        folder = models.resolve(name)
+    except Exception:  # not installed, no such path: the welcome lists it without details
+        return None
+    return folder if folder.is_dir() else None
+
+
 def _card_refine_sigma(folder: Path | None) -> float | None:
     """The refine sigma the engine takes from this folder's card (JSON only, no weights), or
     None: none set, not a model the card applies to, or a folder that cannot be read."""
@@ -292,10 +309,11 @@ class Daemon:
         )
 
     def model_infos(self) -> tuple[ModelInfo, ...]:
+        from mrflow_daemon.builtin import max_side, trained_weights
+
         loaded = set(self.models.loaded_names())
         infos: dict[str, ModelInfo] = {}
         try:
-            from mrflow_daemon.builtin import max_side, trained_weights
             from mrflow_daemon.models import installed_models
 
             for model in installed_models():
@@ -311,8 +329,14 @@ class Daemon:
         except Exception:  # a broken models folder must not break the handshake
             log.exception("could not list the installed models")
         for name in [self.config.model, *loaded]:
-            if name not in infos:
-                infos[name] = ModelInfo(name=name[:256], loaded=name in loaded)
+            if name not in infos:  # a folder path or an alias: its card, where it has one
+                folder = _local_folder(name)
+                infos[name] = ModelInfo(
+                    name=name[:256],
+                    loaded=name in loaded,
+                    max_side=max_side(folder),
+                    refine_sigma=_card_refine_sigma(folder),
+                )
         return tuple(infos.values())
 
     def models_message(self, request_id: str | None) -> Models:

@@ -258,18 +258,21 @@ def load_config(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    read_file: bool = True,
 ) -> DaemonConfig:
     """Defaults < file < environment < overrides (command-line flags that were given).
 
     `overrides` maps setting names to already-typed values; None values are skipped,
     so an argparse namespace of flags that were not given can be passed as is.
+    `read_file=False` reads no config file at all (a private daemon, such as the demo's).
     """
     path = config_file if config_file is not None else paths.config_file()
     environ = os.environ if environ is None else environ
     fields = {f.name: f for f in dataclasses.fields(DaemonConfig)}
     values: dict[str, Any] = {}
 
-    for key, raw in read_config_file(path).items():
+    for key, raw in (read_config_file(path) if read_file else {}).items():
         if key not in fields:
             allowed = ", ".join(fields)
             raise ConfigError(f"config file {path}: unknown setting {key!r}; allowed: {allowed}")
