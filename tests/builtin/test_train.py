@@ -301,6 +301,16 @@ def test_eval_writes_results_and_grid(trained: Path, tmp_path: Path) -> None:
     assert low <= paired["difference_pp"] <= high
     assert rows["paper"]["refine_sigma"] == 0.12 and rows["native"]["refine_sigma"] is None
     assert rows["paper"]["refine_steps"] == 1 and rows["native"]["refine_steps"] is None
+    # The low-res stage is checked on its own for the staged row: per case, summed, and paired.
+    assert rows["native"]["upscaled"] is None and rows["paper"]["upscaled"]["n"] == 2
+    upscaled = [c["upscaled_passed"]["paper"] for c in cases]
+    assert all(isinstance(ok, bool) for ok in upscaled)
+    assert all("native" not in c["upscaled_passed"] for c in cases)
+    assert rows["paper"]["upscaled"]["all_checks_pass"] == sum(upscaled) / 2
+    assert paired["only_native_passes"] == (
+        paired["only_native_passes_upscaled_failed"] + paired["only_native_passes_upscaled_passed"]
+    )
+    assert "its low-res stage alone" in format_table(results)
     assert "paper (refine sigma 0.12) vs native" in format_table(results)
 
 

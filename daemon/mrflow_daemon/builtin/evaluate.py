@@ -94,11 +94,17 @@ class Row:
     two_shape: list[bool] = field(default_factory=list)
     refine_sigma: float | None = None  # the refine step's start, for a staged preset
     refine_steps: int | None = None  # its Euler steps, for a staged preset
+    # Per case, for a staged preset: did the x2-upscaled low-res picture (before the refine step)
+    # pass every check? None where it was not checked (other rows; results before 2026-11-28).
+    upscaled_passed: list[bool | None] = field(default_factory=list)
 
-    def add(self, image: Any, case: EvalCase, seconds: float) -> None:
+    def add(self, image: Any, case: EvalCase, seconds: float, upscaled: Any = None) -> None:
         result: CheckResult = check_image(image, case.scene)
         failed = [name for name, ok in result.checks().items() if not ok]
         self._append(case, failed, edge_width(image, case.scene, result), seconds)
+        self.upscaled_passed[-1] = (
+            check_image(upscaled, case.scene).passed if upscaled is not None else None
+        )
         if len(self.images) < GRID_ROWS:
             self.images.append(image)
 
@@ -110,6 +116,7 @@ class Row:
             record["edge_px"][self.name],
             record["seconds"][self.name],
         )
+        self.upscaled_passed[-1] = record.get("upscaled_passed", {}).get(self.name)
 
     def _append(
         self, case: EvalCase, failed: list[str], edge: float | None, seconds: float
@@ -121,6 +128,7 @@ class Row:
         self.failed.append(failed)
         self.edges.append(edge)
         self.seconds.append(seconds)
+        self.upscaled_passed.append(None)
 
     def summary(self) -> dict[str, Any]:
         total, passes = len(self.passed), sum(self.passed)
@@ -137,6 +145,20 @@ class Row:
             "seconds_per_image_median": statistics.median(self.seconds) if self.seconds else None,
             "refine_sigma": self.refine_sigma,
             "refine_steps": self.refine_steps,
+            "upscaled": self._upscaled_summary(),
+        }
+
+    def _upscaled_summary(self) -> dict[str, Any] | None:
+        """The low-res stage alone: the pass rate of its x2-upscaled pictures, before the refine
+        step, over the cases where they were checked (None for a row without them)."""
+        checked = [ok for ok in self.upscaled_passed if ok is not None]
+        if not checked:
+            return None
+        low, high = wilson_interval(sum(checked), len(checked))
+        return {
+            "n": len(checked),
+            "all_checks_pass": sum(checked) / len(checked),
+            "ci95": [low, high],
         }
 
     def _two_shape_summary(self) -> dict[str, Any]:
@@ -186,10 +208,16 @@ def _paired(native: Row, other: Row, scenes: Sequence[Hashable]) -> dict[str, An
     low, high = paired_difference_interval(
         both, only_native, only_this, len(pairs) - both - only_native - only_this
     )
+    # Where the preset's losses start: was its low-res stage already wrong, or did the refine
+    # step break a right one (and the other way round for its wins)?
+    stages = list(zip(native.passed, other.passed, other.upscaled_passed, strict=True))
     return {
         "both_pass": both,
         "only_native_passes": only_native,
         "only_this_passes": only_this,
+        "only_native_passes_upscaled_failed": sum(a and not b and u is False for a, b, u in stages),
+        "only_native_passes_upscaled_passed": sum(a and not b and u is True for a, b, u in stages),
+        "only_this_passes_upscaled_failed": sum(b and not a and u is False for a, b, u in stages),
         "difference_pp": 100 * (only_this - only_native) / len(pairs) if pairs else None,
         "difference_ci95_pp": [100 * low, 100 * high],
         "difference_ci95_pp_by_scene": [
@@ -276,7 +304,7 @@ def evaluate(
             guidance=guidance,
             refine_sigma=_staged_only(name, refine_sigma),
             refine_steps=_staged_only(name, refine_steps),
-            return_stages=False,  # the stage images are not checked: do not keep them
+            return_stages=get_preset(name).staged,  # the upscaled low-res picture is checked
         )
 
     if earlier_native is not None:
@@ -326,7 +354,7 @@ def evaluate(
         for index, case in enumerate(cases[len(reused) :], start=len(reused)):
             started = time.perf_counter()
             result = engine.generate(request(name, case.caption, case.seed))
-            row.add(result.image, case, time.perf_counter() - started)
+            row.add(result.image, case, time.perf_counter() - started, result.upscaled)
             if result.plan.staged:  # the preset's, the model card's or --refine-sigma/-steps
                 row.refine_sigma = result.plan.refine_sigma
                 row.refine_steps = result.plan.refine_steps
@@ -358,6 +386,11 @@ def evaluate(
                 "failed": {row.name: row.failed[index] for row in rows},
                 "edge_px": {row.name: row.edges[index] for row in rows},
                 "seconds": {row.name: row.seconds[index] for row in rows},
+                "upscaled_passed": {
+                    row.name: row.upscaled_passed[index]
+                    for row in rows
+                    if row.upscaled_passed[index] is not None
+                },
             }
             for index, case in enumerate(cases)
         ],
@@ -551,4 +584,15 @@ def format_table(results: dict[str, Any]) -> str:
             f"speedup {paired['speedup']:.2f}x "
             f"(only native passes {paired['only_native_passes']}, only {name} {paired['only_this_passes']})"
         )
+    for name, paired in results.get("against_native", {}).items():
+        upscaled = results["rows"][name].get("upscaled")
+        if upscaled and "only_native_passes_upscaled_failed" in paired:
+            lines.append(
+                f"{name}: its low-res stage alone (x2-upscaled, before the refine step) passes "
+                f"{100 * upscaled['all_checks_pass']:.1f}% of {upscaled['n']}; of the pairs only "
+                f"native passes, {paired['only_native_passes_upscaled_failed']} were already wrong "
+                f"at low res and the refine step broke {paired['only_native_passes_upscaled_passed']}"
+                f"; of those only {name} passes, it mended a wrong low-res picture in "
+                f"{paired['only_this_passes_upscaled_failed']}"
+            )
     return "\n".join(lines)
