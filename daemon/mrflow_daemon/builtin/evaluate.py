@@ -5,7 +5,9 @@ For each held-out case (caption, seed) it checks:
 - ``ground_truth``: the world's own rendering (validates the checker: should pass ~100%);
 - ``vae``: that rendering after a VAE round trip through the engine's adapter (the ceiling any
   generation through this VAE can reach);
-- each preset (``native``, ``paper``, ...): `MrFlowEngine.generate` at 256 x 256, seed = case seed.
+- each preset (``native``, ``paper``, ...): `MrFlowEngine.generate` at 256 x 256, seed = case seed;
+  for a staged preset also its x2-upscaled low-res picture, before the refine step (which of the
+  two stages a loss against native starts in).
 
 Per row: all-checks pass rate with a 95% Wilson interval, per-check rates, the median 10-90% edge
 width of the checked shapes (sharpness: smaller is sharper), and seconds per image. Presets are
@@ -95,7 +97,7 @@ class Row:
     refine_sigma: float | None = None  # the refine step's start, for a staged preset
     refine_steps: int | None = None  # its Euler steps, for a staged preset
     # Per case, for a staged preset: did the x2-upscaled low-res picture (before the refine step)
-    # pass every check? None where it was not checked (other rows; results before 2026-11-28).
+    # pass every check? None where it was not checked (other rows; earlier results.json files).
     upscaled_passed: list[bool | None] = field(default_factory=list)
 
     def add(self, image: Any, case: EvalCase, seconds: float, upscaled: Any = None) -> None:
