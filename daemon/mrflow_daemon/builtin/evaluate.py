@@ -103,10 +103,8 @@ class Row:
     def add(self, image: Any, case: EvalCase, seconds: float, upscaled: Any = None) -> None:
         result: CheckResult = check_image(image, case.scene)
         failed = [name for name, ok in result.checks().items() if not ok]
-        self._append(case, failed, edge_width(image, case.scene, result), seconds)
-        self.upscaled_passed[-1] = (
-            check_image(upscaled, case.scene).passed if upscaled is not None else None
-        )
+        upscaled_ok = check_image(upscaled, case.scene).passed if upscaled is not None else None
+        self._append(case, failed, edge_width(image, case.scene, result), seconds, upscaled_ok)
         if len(self.images) < GRID_ROWS:
             self.images.append(image)
 
@@ -117,11 +115,16 @@ class Row:
             list(record["failed"][self.name]),
             record["edge_px"][self.name],
             record["seconds"][self.name],
+            record.get("upscaled_passed", {}).get(self.name),
         )
-        self.upscaled_passed[-1] = record.get("upscaled_passed", {}).get(self.name)
 
     def _append(
-        self, case: EvalCase, failed: list[str], edge: float | None, seconds: float
+        self,
+        case: EvalCase,
+        failed: list[str],
+        edge: float | None,
+        seconds: float,
+        upscaled_passed: bool | None = None,
     ) -> None:
         self.passed.append(not failed)
         self.two_shape.append(len(case.scene.shapes) == 2)
@@ -130,7 +133,7 @@ class Row:
         self.failed.append(failed)
         self.edges.append(edge)
         self.seconds.append(seconds)
-        self.upscaled_passed.append(None)
+        self.upscaled_passed.append(upscaled_passed)
 
     def summary(self) -> dict[str, Any]:
         total, passes = len(self.passed), sum(self.passed)
@@ -586,8 +589,7 @@ def format_table(results: dict[str, Any]) -> str:
             f"speedup {paired['speedup']:.2f}x "
             f"(only native passes {paired['only_native_passes']}, only {name} {paired['only_this_passes']})"
         )
-    for name, paired in results.get("against_native", {}).items():
-        upscaled = results["rows"][name].get("upscaled")
+        upscaled = row.get("upscaled")
         if upscaled and "only_native_passes_upscaled_failed" in paired:
             lines.append(
                 f"{name}: its low-res stage alone (x2-upscaled, before the refine step) passes "

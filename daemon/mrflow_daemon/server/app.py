@@ -312,6 +312,17 @@ class Daemon:
         from mrflow_daemon.builtin import max_side, trained_weights
 
         loaded = set(self.models.loaded_names())
+
+        def info(name: str, folder: Path | None, family: str | None = None) -> ModelInfo:
+            # What a model's card tells clients (JSON only); nothing for a folder without one.
+            return ModelInfo(
+                name=name[:256],
+                family=family,
+                loaded=name in loaded,
+                max_side=max_side(folder),
+                refine_sigma=_card_refine_sigma(folder),
+            )
+
         infos: dict[str, ModelInfo] = {}
         try:
             from mrflow_daemon.models import installed_models
@@ -319,24 +330,12 @@ class Daemon:
             for model in installed_models():
                 if model.kind != "upscaler":
                     folder = trained_weights() if model.kind == "builtin" else model.path
-                    infos[model.name] = ModelInfo(
-                        name=model.name,
-                        family=model.family,
-                        loaded=model.name in loaded,
-                        max_side=max_side(folder),
-                        refine_sigma=_card_refine_sigma(folder),
-                    )
+                    infos[model.name] = info(model.name, folder, model.family)
         except Exception:  # a broken models folder must not break the handshake
             log.exception("could not list the installed models")
         for name in [self.config.model, *loaded]:
             if name not in infos:  # a folder path or an alias: its card, where it has one
-                folder = _local_folder(name)
-                infos[name] = ModelInfo(
-                    name=name[:256],
-                    loaded=name in loaded,
-                    max_side=max_side(folder),
-                    refine_sigma=_card_refine_sigma(folder),
-                )
+                infos[name] = info(name, _local_folder(name))
         return tuple(infos.values())
 
     def models_message(self, request_id: str | None) -> Models:
